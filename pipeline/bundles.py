@@ -1,0 +1,149 @@
+"""Locate the bundles' config files and run a bundle workflow through MONAI's ConfigWorkflow.
+
+A bundle's config is a merge of shared fragments and its own files, in this order:
+``common/base.yaml``, ``common/training.yaml``, ``<bundle>/train.yaml``, optional scenario and
+extra override files, then for evaluation ``common/evaluation.yaml`` + ``<bundle>/evaluate.yaml``
+and for inference ``common/inference.yaml`` + ``<bundle>/inference.yaml``.
+
+Command line (prints the equivalent ``python -m monai.bundle run`` command, then runs it)::
+
+    python -m pipeline.bundles baseline train --scenario localized2d --max_epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[1] / "bundles"))
+WORKFLOWS = ("train", "evaluate", "inference")
+COMMON = "common"
+
+
+def bundle_names(root: Path = BUNDLES_ROOT) -> list[str]:
+    """Bundles under ``root``: folders with ``configs/metadata.json``."""
+    return sorted(p.parent.parent.name for p in root.glob("*/configs/metadata.json"))
+
+
+def scenario_names(root: Path = BUNDLES_ROOT) -> list[str]:
+    return sorted(p.stem for p in (root / COMMON / "configs" / "scenarios").glob("*.yaml"))
+
+
+def config_files(
+    bundle: str,
+    workflow: str = "train",
+    scenario: str | None = None,
+    overrides: Sequence[str | Path] = (),
+    root: Path = BUNDLES_ROOT,
+) -> list[str]:
+    """Absolute paths of the config files to merge for ``bundle``'s ``workflow``.
+
+    Raises:
+        ValueError: unknown bundle, workflow, scenario, or a missing override file.
+    """
+    if bundle not in bundle_names(root):
+        raise ValueError(f"bundle '{bundle}' not found under {root}; bundles: {bundle_names(root)}")
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"workflow '{workflow}' is unknown; choose one of {list(WORKFLOWS)}")
+    common = root / COMMON / "configs"
+    own = root / bundle / "configs"
+    files = [common / "base.yaml", common / "training.yaml", own / "train.yaml"]
+    if scenario is not None:
+        path = common / "scenarios" / f"{scenario}.yaml"
+        if not path.is_file():
+            raise ValueError(f"scenario '{scenario}' not found; scenarios: {scenario_names(root)}")
+        files.append(path)
+    for extra in overrides:
+        extra = Path(extra)
+        if not extra.is_file():
+            raise ValueError(f"override config file '{extra}' does not exist")
+        files.append(extra)
+    if workflow == "evaluate":
+        files += [common / "evaluation.yaml", own / "evaluate.yaml"]
+    elif workflow == "inference":
+        files += [common / "inference.yaml", own / "inference.yaml"]
+    return [str(Path(f).absolute()) for f in files]
+
+
+def meta_file(bundle: str, root: Path = BUNDLES_ROOT) -> str:
+    return str((root / bundle / "configs" / "metadata.json").resolve())
+
+
+def logging_file(bundle: str, root: Path = BUNDLES_ROOT) -> str:
+    return str((root / bundle / "configs" / "logging.conf").absolute())
+
+
+def run_bundle(
+    bundle: str,
+    workflow: str = "train",
+    scenario: str | None = None,
+    overrides: Sequence[str | Path] = (),
+    settings: Mapping[str, Any] | None = None,
+    root: Path = BUNDLES_ROOT,
+):
+    """Run one bundle workflow in this process with MONAI's ConfigWorkflow; returns the workflow.
+
+    ``settings`` override config ids (``{"max_epochs": 2, "train#dataloader#batch_size": 8}``),
+    exactly like ``--key value`` on ``python -m monai.bundle run``.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    workflow_obj = ConfigWorkflow(
+        config_file=config_files(bundle, workflow, scenario, overrides, root),
+        meta_file=meta_file(bundle, root),
+        logging_file=logging_file(bundle, root),
+        workflow_type="train" if workflow == "train" else "infer",
+        **dict(settings or {}),
+    )
+    workflow_obj.initialize()
+    workflow_obj.run()
+    workflow_obj.finalize()
+    return workflow_obj
+
+
+def monai_command(
+    bundle: str, workflow: str, scenario: str | None, overrides: Sequence[str], extra: Sequence[str]
+) -> list[str]:
+    """The ``python -m monai.bundle run`` command line equivalent to a :func:`run_bundle` call."""
+    files = config_files(bundle, workflow, scenario, overrides)
+    return [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", json.dumps(files),
+        "--meta_file", meta_file(bundle),
+        "--logging_file", logging_file(bundle),
+        *extra,
+    ]  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.bundles",
+        description="Run a bundle with its shared config fragments merged (wraps `python -m monai.bundle run`). "
+        "Unknown --key value pairs are passed to MONAI as config overrides.",
+    )
+    parser.add_argument("bundle", help=f"one of {bundle_names()}")
+    parser.add_argument("workflow", nargs="?", default="train", choices=WORKFLOWS)
+    parser.add_argument("--scenario", help=f"one of {scenario_names()}")
+    parser.add_argument(
+        "--config", action="append", default=[], help="extra override YAML/JSON file (repeatable)"
+    )
+    parser.add_argument("--print-only", action="store_true", help="print the monai.bundle command and exit")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        command = monai_command(args.bundle, args.workflow, args.scenario, args.config, extra)
+    except ValueError as err:
+        parser.error(str(err))
+    print(shlex.join(command), flush=True)
+    if args.print_only:
+        return 0
+    os.execv(command[0], command)
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Build the distillation objective of a bundle from plain config values."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from pipeline.distillation.losses import (
+    AttentionTransferStageLoss,
+    DistillationObjective,
+    FeatureMSEStageLoss,
+    ProbeKLStageLoss,
+)
+from pipeline.distillation.teacher import Teacher
+from pipeline.networks import network_stages
+from pipeline.networks.probes import StageProbes
+
+STAGE_LOSSES = ("probe_kl", "feature_mse", "attention")
+
+
+def build_distillation(
+    kind: str,
+    stage_pairs: Sequence[Sequence[str]],
+    teacher: Teacher,
+    student_network: str,
+    spatial_dims: int = 2,
+    in_channels: int = 1,
+    num_classes: int = 2,
+    student_options: Mapping | None = None,
+    stage_weights: float | Sequence[float] = 1.0,
+    logit_weight: float = 1.0,
+    temperature: float = 2.0,
+) -> DistillationObjective:
+    """A :class:`DistillationObjective` for ``kind`` with channels taken from the network registry.
+
+    Args:
+        kind: ``probe_kl`` (the paper's intermediate probes), ``feature_mse`` (FitNets) or
+            ``attention`` (attention transfer).
+        stage_pairs: ``[[student_stage, teacher_stage], ...]``: any subset of stages, and
+            teacher stages of another architecture or width.
+        teacher: the loaded teacher (network, fitted probes, spec).
+        student_network, spatial_dims, in_channels, num_classes, student_options: the student's
+            registry name and build arguments (to size probes/adapters without running it).
+        stage_weights, logit_weight, temperature: see :class:`DistillationObjective`.
+
+    Raises:
+        ValueError: unknown ``kind``, or a stage unknown to the student's registry entry or not
+            probed by the teacher.
+    """
+    if kind not in STAGE_LOSSES:
+        raise ValueError(f"distillation kind '{kind}' is unknown; choose one of {list(STAGE_LOSSES)}")
+    pairs = [list(p) for p in stage_pairs]
+    student_channels = network_stages(
+        student_network, spatial_dims, in_channels, num_classes, **(student_options or {})
+    )
+    student_stages = [p[0] for p in pairs]
+    unknown = [s for s in student_stages if s not in student_channels]
+    if unknown:
+        raise ValueError(
+            f"stage_pairs: student stage(s) {unknown} unknown to '{student_network}'; stages: {list(student_channels)}"
+        )
+    if kind == "probe_kl":
+        missing = [p[1] for p in pairs if p[1] not in teacher.spec.stages]
+        if missing:
+            raise ValueError(
+                f"stage_pairs: teacher stage(s) {missing} have no fitted probe; the teacher probed {teacher.spec.stages}"
+            )
+        probes = StageProbes(
+            {s: student_channels[s] for s in dict.fromkeys(student_stages)}, num_classes, spatial_dims
+        )
+        stage_loss = ProbeKLStageLoss(pairs, probes, teacher.probes, temperature)
+    elif kind == "feature_mse":
+        spec = teacher.spec
+        teacher_channels = network_stages(
+            spec.network_name, spec.spatial_dims, spec.in_channels, spec.num_classes, **spec.network_options
+        )
+        stage_loss = FeatureMSEStageLoss(pairs, student_channels, teacher_channels, spatial_dims)
+    else:
+        stage_loss = AttentionTransferStageLoss(pairs)
+    return DistillationObjective(stage_loss, stage_weights, logit_weight, temperature)

@@ -1,0 +1,169 @@
+"""DistillationTrainer: MONAI's SupervisedTrainer plus intermediate-layer distillation.
+
+The parent's iteration is kept as it is (AMP, gradient accumulation, compile, events): the
+teacher runs at ``FORWARD_COMPLETED`` (inside the parent's autocast region) and the
+distillation terms are added to the task loss by wrapping ``loss_function``. Forward hooks on
+both networks are registered for the duration of ``run()`` and removed on exit, also on errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+from torch import nn
+
+from pipeline.distillation.hooks import FeatureHooks
+from pipeline.distillation.losses import DistillationObjective
+from pipeline.distillation.target_cache import TeacherTargetCache
+
+LOSS_TERMS = "loss_terms"
+
+
+class DistillationTrainer(SupervisedTrainer):
+    """Train a student with cross-entropy plus distillation from a frozen teacher.
+
+    loss = task_loss(student logits, label) + sum of the weighted terms of ``distillation``
+    (stage terms between captured intermediate features, and logit KD).
+
+    Args:
+        teacher: the frozen teacher network (kept in eval mode with no gradients; its BatchNorm
+            statistics are never updated).
+        distillation: the :class:`DistillationObjective` (its trainable parts, e.g. the student's
+            probes or adapters, must be in ``optimizer``).
+        cache_teacher_targets: reuse the teacher's targets of a sample, keyed by (id, bias flag);
+            only valid when the student's inputs carry no random augmentation.
+        id_key, bias_key: batch keys of the sample id and the artifact flag (cache keys).
+        args, kwargs: everything :class:`monai.engines.SupervisedTrainer` takes;
+            ``loss_function`` is the task loss. ``decollate`` defaults to False here.
+
+    Raises:
+        ValueError: a stage name is unknown to the student or teacher, or the optimizer misses
+            the distillation's trainable parameters (checked at construction); a stage's features
+            do not fit its probe/adapter (checked on one batch when ``run()`` starts).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        teacher: nn.Module,
+        distillation: DistillationObjective,
+        cache_teacher_targets: bool = False,
+        id_key: str = "id",
+        bias_key: str = "bias",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("decollate", False)
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.state.device).eval().requires_grad_(False)
+        self.distillation = distillation.to(self.state.device)
+        self.target_cache = TeacherTargetCache() if cache_teacher_targets else None
+        self.id_key, self.bias_key = id_key, bias_key
+        self.task_loss = self.loss_function
+        self.loss_function = self._objective
+        self._student_hooks: FeatureHooks | None = None
+        self._teacher_hooks: FeatureHooks | None = None
+        self._pending_terms: dict[str, torch.Tensor] = {}
+        self._check_stage_names()
+        self._check_optimizer()
+        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._distil)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train with hooks registered on both networks; every hook is removed on exit."""
+        student_hooks = FeatureHooks(self.network, self.distillation.student_stages)
+        teacher_hooks = FeatureHooks(self.teacher, self.distillation.teacher_stages, detach=True)
+        with student_hooks, teacher_hooks:
+            self._student_hooks, self._teacher_hooks = student_hooks, teacher_hooks
+            try:
+                self._check_stage_shapes()
+                super().run()
+            finally:
+                self._student_hooks = self._teacher_hooks = None
+                self._pending_terms = {}
+
+    def teacher_targets(self, images: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        """The teacher's targets for ``images`` (from the cache when every sample is in it)."""
+        keys = self._cache_keys(batch) if self.target_cache is not None else None
+        if keys is not None:
+            cached = self.target_cache.get(keys, images.device)
+            if cached is not None:
+                return cached
+        self.teacher.eval()
+        with torch.no_grad():
+            logits = self.teacher(images)
+            targets = self.distillation.teacher_targets(self._teacher_hooks.features, logits)
+        self._teacher_hooks.clear()
+        if keys is not None:
+            self.target_cache.put(keys, targets)
+        return targets
+
+    def _distil(self, engine: SupervisedTrainer) -> None:
+        output = engine.state.output
+        targets = self.teacher_targets(output[Keys.IMAGE], engine.state.batch)
+        self._pending_terms = self.distillation(self._student_hooks.features, output[Keys.PRED], targets)
+
+    def _objective(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        task = self.task_loss(pred, target).mean()
+        terms, self._pending_terms = self._pending_terms, {}
+        total = task + sum(terms.values()) if terms else task
+        self.state.output[LOSS_TERMS] = {
+            "ce": task.detach(),
+            **{k: v.detach() for k, v in terms.items()},
+            "total": total.detach(),
+        }
+        self._student_hooks.clear()
+        return total
+
+    def _cache_keys(self, batch: dict) -> list[tuple[str, int]]:
+        if self.id_key not in batch:
+            raise ValueError(
+                f"cache_teacher_targets needs '{self.id_key}' in the batch; keys: {sorted(batch)}"
+            )
+        ids = [str(i) for i in batch[self.id_key]]
+        bias = batch.get(self.bias_key)
+        flags = [0] * len(ids) if bias is None else [int(b) for b in torch.as_tensor(bias).reshape(-1)]
+        return list(zip(ids, flags))
+
+    def _check_stage_names(self) -> None:
+        with FeatureHooks(self.network, self.distillation.student_stages):
+            pass
+        with FeatureHooks(self.teacher, self.distillation.teacher_stages):
+            pass
+
+    def _check_optimizer(self) -> None:
+        optimized = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        missing = [
+            n for n, p in self.distillation.named_parameters() if p.requires_grad and id(p) not in optimized
+        ]
+        if missing:
+            raise ValueError(
+                f"optimizer does not update the distillation's trainable parameters {missing[:4]}"
+                f"{' ...' if len(missing) > 4 else ''}: build it over the student's and the distillation's parameters"
+            )
+
+    def _check_stage_shapes(self) -> None:
+        """Run one batch through both networks and the objective (no training, no BN updates)."""
+        if self.data_loader is None:
+            return
+        batch = next(iter(self.data_loader))
+        images, _ = self.prepare_batch(batch, self.state.device, self.non_blocking, **self.to_kwargs)[:2]
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                student_logits = self.network(images[:2])
+                teacher_logits = self.teacher(images[:2])
+                targets = self.distillation.teacher_targets(self._teacher_hooks.features, teacher_logits)
+                self.distillation(self._student_hooks.features, student_logits, targets)
+        finally:
+            self.network.train(was_training)
+            self._student_hooks.clear()
+            self._teacher_hooks.clear()
+
+
+def loss_terms(output: dict) -> dict[str, float]:
+    """``output_transform`` for StatsHandler/TensorBoardStatsHandler: every loss term by name."""
+    return {name: float(value) for name, value in output[LOSS_TERMS].items()}
