@@ -116,8 +116,11 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teache
         )
     spec = TeacherSpec(**content["spec"])
     network, probes = spec.build_network(), spec.build_probes()
-    network.load_state_dict(content["network"])
-    probes.load_state_dict(content["probes"])
+    try:
+        network.load_state_dict(content["network"])
+        probes.load_state_dict(content["probes"])
+    except RuntimeError as err:
+        raise ValueError(f"teacher checkpoint '{path}' does not fit its spec {spec}: {err}") from err
     device = torch.device(device)
     return Teacher(
         network.to(device).eval().requires_grad_(False), probes.to(device).eval().requires_grad_(False), spec

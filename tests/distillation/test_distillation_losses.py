@@ -1,0 +1,101 @@
+"""Distillation terms: zero between identical networks, positive otherwise, validated inputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pipeline.distillation.hooks import FeatureHooks
+from pipeline.distillation.losses import (
+    AttentionTransferStageLoss,
+    DistillationObjective,
+    FeatureMSEStageLoss,
+    ProbeKLStageLoss,
+    kl_divergence,
+)
+from pipeline.networks import build_network, network_stages
+from pipeline.networks.probes import StageProbes
+
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+PAIRS = [[s, s] for s in STAGES]
+
+
+def _features(model, images):
+    with FeatureHooks(model, STAGES) as hooks:
+        logits = model(images)
+        return dict(hooks.features), logits
+
+
+def _objective(kind, teacher_probes, student_probes):
+    channels = network_stages("small_cnn")
+    if kind == "probe_kl":
+        stage = ProbeKLStageLoss(PAIRS, student_probes, teacher_probes, temperature=2.0)
+    elif kind == "feature_mse":
+        stage = FeatureMSEStageLoss(PAIRS, channels, channels)
+        for adapter in stage.adapters:  # identity 1x1 convolutions
+            torch.nn.init.zeros_(adapter.bias)
+            adapter.weight.data = torch.eye(adapter.weight.shape[0]).reshape(adapter.weight.shape)
+    else:
+        stage = AttentionTransferStageLoss(PAIRS)
+    return DistillationObjective(stage, stage_weights=[1, 2, 3, 4], logit_weight=1.0, temperature=2.0)
+
+
+@pytest.mark.parametrize("kind", ["probe_kl", "feature_mse", "attention"])
+def test_every_term_is_zero_when_the_student_is_a_copy_of_the_teacher(kind):
+    torch.manual_seed(0)
+    teacher = build_network("small_cnn").eval()
+    probes = StageProbes.from_network("small_cnn")
+    student, student_probes = copy.deepcopy(teacher), copy.deepcopy(probes)
+    objective = _objective(kind, probes, student_probes)
+    images = torch.rand(4, 1, 32, 32)
+    t_features, t_logits = _features(teacher, images)
+    s_features, s_logits = _features(student, images)
+    terms = objective(s_features, s_logits, objective.teacher_targets(t_features, t_logits))
+    assert set(terms) == {"kd_stage1", "kd_stage2", "kd_stage3", "kd_stage4", "kd_logits"}
+    for name, value in terms.items():
+        assert value.item() == pytest.approx(0.0, abs=1e-6), name
+
+
+@pytest.mark.parametrize("kind", ["probe_kl", "feature_mse", "attention"])
+def test_terms_are_positive_and_weighted_for_a_different_student(kind):
+    torch.manual_seed(0)
+    teacher, student = build_network("small_cnn").eval(), build_network("small_cnn").eval()
+    probes, student_probes = StageProbes.from_network("small_cnn"), StageProbes.from_network("small_cnn")
+    objective = _objective(kind, probes, student_probes)
+    images = torch.rand(4, 1, 32, 32)
+    t_features, t_logits = _features(teacher, images)
+    s_features, s_logits = _features(student, images)
+    targets = objective.teacher_targets(t_features, t_logits)
+    terms = objective(s_features, s_logits, targets)
+    assert all(v.item() > 0 for v in terms.values())
+    raw = objective.stage_loss(s_features, targets)
+    assert terms["kd_stage3"].item() == pytest.approx(3 * raw["stage3"].item(), rel=1e-5)
+
+
+def test_kl_is_per_sample_mean_times_t_squared():
+    student = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    t = 3.0
+    p_t = torch.softmax(teacher / t, 1)
+    expected = (p_t * (p_t.log() - torch.log_softmax(student / t, 1))).sum(1).mean() * t * t
+    assert kl_divergence(student, teacher, t).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_stage_weights_must_match_the_pairs():
+    stage = AttentionTransferStageLoss(PAIRS)
+    with pytest.raises(ValueError, match="stage_weights"):
+        DistillationObjective(stage, stage_weights=[1.0, 2.0])
+
+
+def test_teacher_of_another_width_is_supported_by_feature_mse():
+    student_channels = network_stages("small_cnn")
+    teacher_channels = network_stages("small_cnn", channels=[8, 8, 16, 16])
+    stage = FeatureMSEStageLoss([["stage2", "stage4"]], student_channels, teacher_channels)
+    student, teacher = build_network("small_cnn"), build_network("small_cnn", channels=[8, 8, 16, 16])
+    images = torch.rand(2, 1, 32, 32)
+    with FeatureHooks(student, ["stage2"]) as s_hooks, FeatureHooks(teacher, ["stage4"]) as t_hooks:
+        student(images), teacher(images)
+        loss = stage(s_hooks.features, stage.teacher_targets(t_hooks.features))
+    assert loss["stage2<-stage4"].item() > 0
