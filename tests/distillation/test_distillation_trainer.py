@@ -1,0 +1,152 @@
+"""DistillationTrainer: frozen teacher, hook hygiene, start-up checks, cached teacher targets."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.data import DataLoader
+
+from pipeline.distillation.losses import DistillationObjective, ProbeKLStageLoss
+from pipeline.distillation.trainer import LOSS_TERMS, DistillationTrainer
+from pipeline.networks import build_network
+from pipeline.networks.probes import StageProbes
+
+PAIRS = [["stage1", "stage1"], ["stage3", "stage3"]]
+
+
+def _items(n=24, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        {
+            "image": torch.rand(1, 16, 16, generator=generator),
+            "label": i % 2,
+            "id": f"s{i}",
+            "bias": (i // 2) % 2,
+        }
+        for i in range(n)
+    ]
+
+
+def _trainer(teacher=None, teacher_probes=None, cache=False, epochs=2, seed=0, loader_seed=0):
+    torch.manual_seed(seed)
+    student = build_network("small_cnn")
+    teacher = teacher or build_network("small_cnn")
+    teacher_probes = teacher_probes or StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
+    student_probes = StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
+    objective = DistillationObjective(ProbeKLStageLoss(PAIRS, student_probes, teacher_probes), 1.0, 1.0, 2.0)
+    parameters = list(student.parameters()) + [p for p in objective.parameters() if p.requires_grad]
+    loader = DataLoader(
+        _items(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(loader_seed)
+    )
+    return DistillationTrainer(
+        device=torch.device("cpu"),
+        max_epochs=epochs,
+        train_data_loader=loader,
+        network=student,
+        optimizer=torch.optim.Adam(parameters, lr=1e-2),
+        loss_function=torch.nn.CrossEntropyLoss(),
+        teacher=teacher,
+        distillation=objective,
+        cache_teacher_targets=cache,
+    )
+
+
+def _hook_count(*models):
+    return sum(len(m._forward_hooks) for model in models for m in model.modules())
+
+
+def test_teacher_is_untouched_and_student_learns():
+    teacher = build_network("small_cnn")
+    teacher.train()  # the trainer must put it in eval mode itself
+    before = copy.deepcopy(teacher.state_dict())
+    trainer = _trainer(teacher=teacher)
+    student_before = copy.deepcopy(trainer.network.state_dict())
+    trainer.run()
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm buffers
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not teacher.training
+    changed = [k for k, v in trainer.network.state_dict().items() if not torch.equal(v, student_before[k])]
+    assert changed
+
+
+def test_every_loss_term_is_logged_each_iteration():
+    trainer = _trainer(epochs=1)
+    seen = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output[LOSS_TERMS]))
+    )
+    trainer.run()
+    assert len(seen) == trainer.state.iteration == 3
+    for terms in seen:
+        assert set(terms) == {"ce", "kd_stage1", "kd_stage3", "kd_logits", "total"}
+        parts = terms["ce"] + terms["kd_stage1"] + terms["kd_stage3"] + terms["kd_logits"]
+        assert terms["total"].item() == pytest.approx(parts.item(), rel=1e-5)
+
+
+def test_hooks_are_removed_after_training_and_after_a_failed_step():
+    trainer = _trainer(epochs=1)
+    trainer.run()
+    assert _hook_count(trainer.network, trainer.teacher) == 0
+
+    failing = _trainer(epochs=1)
+
+    def fail(engine):
+        raise RuntimeError("boom")
+
+    failing.add_event_handler(Events.ITERATION_COMPLETED(once=2), fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        failing.run()
+    assert _hook_count(failing.network, failing.teacher) == 0
+
+
+def test_probe_channel_mismatch_fails_before_training():
+    wrong = StageProbes({"stage1": 8, "stage3": 64}, 2, 2)  # stage1 of small_cnn has 16 channels
+    trainer = _trainer(teacher_probes=wrong)
+    with pytest.raises(ValueError, match="stage1"):
+        trainer.run()
+    assert trainer.state.iteration == 0
+    assert _hook_count(trainer.network, trainer.teacher) == 0
+
+
+def test_unknown_stage_and_missing_optimizer_parameters_fail_at_construction():
+    student, teacher = build_network("small_cnn"), build_network("small_cnn")
+    probes = StageProbes({"stage9": 16}, 2, 2)
+    objective = DistillationObjective(ProbeKLStageLoss([["stage9", "stage9"]], probes, copy.deepcopy(probes)))
+    kwargs = dict(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=DataLoader(_items(), batch_size=8)
+    )
+    with pytest.raises(ValueError, match="stage9"):
+        DistillationTrainer(**kwargs, network=student, optimizer=torch.optim.SGD(student.parameters(), lr=0.1),
+                            loss_function=torch.nn.CrossEntropyLoss(), teacher=teacher, distillation=objective)  # fmt: skip
+    good = DistillationObjective(
+        ProbeKLStageLoss(PAIRS, StageProbes.from_network("small_cnn", ["stage1", "stage3"]),
+                         StageProbes.from_network("small_cnn", ["stage1", "stage3"]))
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="optimizer"):
+        DistillationTrainer(**kwargs, network=student, optimizer=torch.optim.SGD(student.parameters(), lr=0.1),
+                            loss_function=torch.nn.CrossEntropyLoss(), teacher=teacher, distillation=good)  # fmt: skip
+
+
+def test_cached_and_live_teacher_targets_give_the_same_losses():
+    teacher = build_network("small_cnn")
+    probes = StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
+    runs = {}
+    for cache in (False, True):
+        trainer = _trainer(
+            teacher=copy.deepcopy(teacher), teacher_probes=copy.deepcopy(probes), cache=cache, epochs=3
+        )
+        losses = []
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda e, out=losses: out.append(e.state.output["loss"].item())
+        )
+        trainer.run()
+        runs[cache] = (losses, trainer)
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5, abs=1e-6)
+    cache = runs[True][1].target_cache
+    assert (
+        len(cache) == 24 and cache.hits == 6 and cache.misses == 3
+    )  # epochs 2-3 read every batch from the cache
