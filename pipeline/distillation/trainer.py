@@ -70,6 +70,7 @@ class DistillationTrainer(SupervisedTrainer):
         self._check_stage_names()
         self._check_optimizer()
         self.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._distil)
+        self.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._average_distillation_gradients)
 
     def run(self) -> None:  # type: ignore[override]
         """Train with hooks registered on both networks; every hook is removed on exit."""
@@ -116,6 +117,18 @@ class DistillationTrainer(SupervisedTrainer):
         }
         self._student_hooks.clear()
         return total
+
+    def _average_distillation_gradients(self, engine: SupervisedTrainer) -> None:
+        """Under DDP only the student is wrapped: average the probes'/adapters' gradients by hand."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        if world < 2:
+            return
+        for parameter in self.distillation.parameters():
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad /= world
 
     def _cache_keys(self, batch: dict) -> list[tuple[str, int]]:
         if self.id_key not in batch:
