@@ -68,22 +68,11 @@ def evaluate_test_sets(
         role, mode = spec.get("role", "test"), spec.get("mode", "as_trained")
         if role not in available and role == "test_ood":
             continue
-        items = load_role(datalist, role)
-        transform = Compose(
-            [*preprocessing, ShortcutInjectiond(**dict(injection), mode=mode), *postprocessing]
-        )
-        loader = DataLoader(Dataset(items, transform), batch_size=batch_size, num_workers=num_workers)
         csv_path = output_dir / f"predictions_{name}.csv"
-        evaluator = SupervisedEvaluator(
-            device=torch.device(device),
-            val_data_loader=loader,
-            network=network,
-            inferer=SimpleInferer(),
-            val_handlers=[PredictionWriter(csv_path)],
-            amp=amp,
-            decollate=False,
-        )
-        evaluator.run()
+        predict_role(
+            network, datalist, role, preprocessing, {**dict(injection), "mode": mode}, csv_path,
+            postprocessing, batch_size, num_workers, device, amp,
+        )  # fmt: skip
         summaries[name] = summarize(load_predictions(csv_path))
     write_json(summaries, output_dir / "metrics.json")
     return summaries
@@ -92,3 +81,39 @@ def evaluate_test_sets(
 def _roles(datalist: str | Path) -> set[str]:
     with open(datalist) as handle:
         return {k for k, v in json.load(handle).items() if isinstance(v, list)}
+
+
+def predict_role(
+    network: torch.nn.Module,
+    datalist: str | Path,
+    role: str,
+    preprocessing: Sequence,
+    injection: Mapping,
+    output_csv: str | Path,
+    postprocessing: Sequence = (),
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+) -> Path:
+    """Write ``network``'s per-sample predictions on one datalist role seen through one injection.
+
+    Args:
+        injection: keyword arguments of :class:`pipeline.transforms.ShortcutInjectiond`, mode included.
+        output_csv: CSV written by :class:`PredictionWriter` (id, label, bias, prob, pred).
+        other arguments: as :func:`evaluate_test_sets`.
+    """
+    items = load_role(datalist, role)
+    transform = Compose([*preprocessing, ShortcutInjectiond(**dict(injection)), *postprocessing])
+    loader = DataLoader(Dataset(items, transform), batch_size=batch_size, num_workers=num_workers)
+    evaluator = SupervisedEvaluator(
+        device=torch.device(device),
+        val_data_loader=loader,
+        network=network,
+        inferer=SimpleInferer(),
+        val_handlers=[PredictionWriter(output_csv)],
+        amp=amp,
+        decollate=False,
+    )
+    evaluator.run()
+    return Path(output_csv)

@@ -140,3 +140,14 @@ def freeze_all_but_last_layer(
     if model.training:
         hook(model, ())
     return trainable
+
+
+def retrain_last_layer_from(model: nn.Module, checkpoint, last_layer_name: str | None = None, seed: int = 0) -> list:
+    """Load ``checkpoint`` into ``model``, freeze all but its last layer and re-initialise that layer.
+
+    Returns the parameters to optimise (for a bundle's ``trainable_parameters``).
+    """
+    from pipeline.networks import load_checkpoint
+
+    load_checkpoint(model, checkpoint)
+    return freeze_all_but_last_layer(model, last_layer_name=last_layer_name, reset=True, seed=seed)
