@@ -1,0 +1,123 @@
+"""AlexNet (Krizhevsky et al. 2012, torchvision's single-tower layer sequence) in 2D or 3D."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from monai.networks.layers.factories import Conv, Pool
+from torch import nn
+
+from pipeline.networks.arguments import check_positive_int, check_spatial_dims
+
+BASE_CHANNELS = (64, 192, 384, 256, 256)
+STAGE_NAMES = tuple(f"features.block{i}" for i in range(1, 6))
+
+
+def _check_width(width: float) -> float:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(f"width must be a positive number, got {width!r}")
+    return float(width)
+
+
+def alexnet_channels(width: float = 1.0) -> tuple[int, ...]:
+    """Output channels of the five conv blocks for a width multiplier (at least 1 each).
+
+    Raises:
+        ValueError: when ``width`` is not a positive number.
+    """
+    width = _check_width(width)
+    return tuple(max(1, int(round(c * width))) for c in BASE_CHANNELS)
+
+
+def alexnet_stages(width: float = 1.0) -> OrderedDict[str, int]:
+    """Stage module path (``features.block1`` ... ``features.block5``) -> output channels."""
+    return OrderedDict(zip(STAGE_NAMES, alexnet_channels(width)))
+
+
+class AlexNet(nn.Module):
+    """AlexNet: five conv blocks, adaptive average pool, three-layer classifier.
+
+    ``features`` holds ``block1`` ... ``block5``: conv 11/5/3/3/3 with 64/192/384/256/256
+    channels (times ``width``), each followed by ReLU; blocks 1, 2 and 5 end with a 3-wide,
+    stride-2 max-pool. ``avgpool`` is an adaptive average pool to ``pool_size`` per side and
+    ``classifier`` is dropout-linear-ReLU-dropout-linear-ReLU-linear.
+
+    With the original stem (kernel 11, stride 4, padding 2) inputs need at least 63 pixels per
+    side; for 32x32 use e.g. ``stem_kernel_size=3, stem_stride=1, stem_padding=1``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        num_classes: number of output logits.
+        width: channel multiplier of the conv blocks (channels are rounded, at least 1).
+        stem_kernel_size: kernel of the first conv (11 in the original).
+        stem_stride: stride of the first conv (4 in the original).
+        stem_padding: padding of the first conv (2 in the original).
+        pool_size: output size per side of the adaptive average pool; default 6 in 2D (the
+            original) and 3 in 3D (6 would give a 55,296 x ``hidden_features`` first linear layer).
+        hidden_features: width of the two hidden linear layers (4096 in the original).
+        dropout: dropout probability of the classifier.
+
+    Raises:
+        ValueError: for an invalid dimension, channel count, size option or dropout.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        width: float = 1.0,
+        stem_kernel_size: int = 11,
+        stem_stride: int = 4,
+        stem_padding: int = 2,
+        pool_size: int | None = None,
+        hidden_features: int = 4096,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(num_classes, "num_classes")
+        check_positive_int(stem_kernel_size, "stem_kernel_size")
+        check_positive_int(stem_stride, "stem_stride")
+        if isinstance(stem_padding, bool) or not isinstance(stem_padding, int) or stem_padding < 0:
+            raise ValueError(f"stem_padding must be an int >= 0, got {stem_padding!r}")
+        pool_size = (6 if spatial_dims == 2 else 3) if pool_size is None else pool_size
+        check_positive_int(pool_size, "pool_size")
+        check_positive_int(hidden_features, "hidden_features")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        conv, max_pool = Conv[Conv.CONV, spatial_dims], Pool[Pool.MAX, spatial_dims]
+        c1, c2, c3, c4, c5 = alexnet_channels(width)
+        self.features = nn.Sequential(
+            OrderedDict(
+                block1=nn.Sequential(
+                    conv(in_channels, c1, stem_kernel_size, stride=stem_stride, padding=stem_padding),
+                    nn.ReLU(),
+                    max_pool(kernel_size=3, stride=2),
+                ),
+                block2=nn.Sequential(
+                    conv(c1, c2, 5, padding=2), nn.ReLU(), max_pool(kernel_size=3, stride=2)
+                ),
+                block3=nn.Sequential(conv(c2, c3, 3, padding=1), nn.ReLU()),
+                block4=nn.Sequential(conv(c3, c4, 3, padding=1), nn.ReLU()),
+                block5=nn.Sequential(
+                    conv(c4, c5, 3, padding=1), nn.ReLU(), max_pool(kernel_size=3, stride=2)
+                ),
+            )
+        )
+        self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](pool_size)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(c5 * pool_size**spatial_dims, hidden_features),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_features, hidden_features),
+            nn.ReLU(),
+            nn.Linear(hidden_features, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

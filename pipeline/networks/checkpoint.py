@@ -1,0 +1,163 @@
+"""Load saved weights into a network: MONAI CheckpointSaver files or plain state dicts."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.networks.parallel import PARALLEL_PREFIX, strip_parallel_prefix, unwrap_model
+
+logger = logging.getLogger(__name__)
+
+_KNOWN_KEYS = ("network", "model", "state_dict")
+_LISTED = 10  # keys listed per category in messages
+
+
+@dataclass(frozen=True)
+class CheckpointLoadReport:
+    """What :func:`load_checkpoint` loaded and skipped.
+
+    Attributes:
+        path: the checkpoint file.
+        key: the entry of the checkpoint dict that held the weights (None: the file was a state dict).
+        loaded_keys: model keys set from the checkpoint.
+        missing_keys: model keys absent from the checkpoint (left as they were).
+        unexpected_keys: checkpoint keys the model does not have (ignored).
+        shape_mismatched_keys: keys in both whose shapes differ (left as they were), e.g. a
+            classifier head with another number of classes.
+    """
+
+    path: Path
+    key: str | None
+    loaded_keys: tuple[str, ...]
+    missing_keys: tuple[str, ...]
+    unexpected_keys: tuple[str, ...]
+    shape_mismatched_keys: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        """True when every model key was loaded and nothing was skipped."""
+        return not (self.missing_keys or self.unexpected_keys or self.shape_mismatched_keys)
+
+    def summary(self) -> str:
+        """The file and matching-key count, then one line per skipped category (up to ten keys each)."""
+        entry = f" (entry {self.key!r})" if self.key else ""
+        lines = [f"{self.path}{entry}: {len(self.loaded_keys)} matching keys"]
+        for label, keys in (
+            ("missing", self.missing_keys),
+            ("unexpected", self.unexpected_keys),
+            ("shape-mismatched", self.shape_mismatched_keys),
+        ):
+            if keys:
+                more = f" ... (+{len(keys) - _LISTED} more)" if len(keys) > _LISTED else ""
+                lines.append(f"  {label} ({len(keys)}): {', '.join(keys[:_LISTED])}{more}")
+        return "\n".join(lines)
+
+
+def _is_state_dict(obj: object) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _select_state_dict(checkpoint: object, key: str | None, path: Path) -> tuple[str | None, Mapping]:
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of weights")
+    if key is not None:
+        if key not in checkpoint:
+            raise ValueError(
+                f"checkpoint {path} has no entry key={key!r}; its entries: {sorted(map(str, checkpoint))}"
+            )
+        if not _is_state_dict(checkpoint[key]):
+            raise ValueError(f"entry {key!r} of checkpoint {path} is not a state dict (name -> tensor)")
+        return key, checkpoint[key]
+    if _is_state_dict(checkpoint):
+        return None, checkpoint
+    for known in _KNOWN_KEYS:
+        if known in checkpoint and _is_state_dict(checkpoint[known]):
+            return known, checkpoint[known]
+    candidates = [k for k, v in checkpoint.items() if _is_state_dict(v)]
+    if len(candidates) == 1:
+        return candidates[0], checkpoint[candidates[0]]
+    raise ValueError(
+        f"cannot tell which entry of checkpoint {path} holds the network weights "
+        f"(state-dict entries: {sorted(map(str, candidates))}; all entries: {sorted(map(str, checkpoint))}); "
+        "pass key=..."
+    )
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | Path, key: str | None = None, strict: bool = True
+) -> CheckpointLoadReport:
+    """Load weights saved by MONAI's CheckpointSaver (``{"network": ..., "optimizer": ...}``) or a state dict.
+
+    The file is read with ``torch.load(..., weights_only=True)`` onto the CPU; the weights are
+    then copied into ``model`` on whatever device it lives. A ``module.`` prefix left by
+    DataParallel/DDP is removed from the checkpoint's keys, and a wrapped ``model`` is unwrapped.
+
+    Args:
+        model: the network to load into (modified in place: that is the purpose).
+        path: checkpoint file.
+        key: entry of the checkpoint dict holding the weights. When None: the file itself if it
+            is a state dict, else its ``network``, ``model`` or ``state_dict`` entry, else its
+            only state-dict entry.
+        strict: True: every key must match in name and shape, else nothing is loaded.
+            False: load the keys whose names and shapes match, skip the rest, log and
+            report them (e.g. to start a teacher from a model with another number of classes).
+
+    Returns:
+        A :class:`CheckpointLoadReport` of loaded and skipped keys.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file cannot be read with ``weights_only=True``, holds no
+            recognisable state dict, ``key`` is absent, or (strict) keys/shapes differ; the
+            message names the file and the keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(
+            f"cannot read checkpoint {path} with weights_only=True (only tensors and plain containers "
+            f"are allowed; save model.state_dict(), not the model): {error}"
+        ) from error
+    key, saved = _select_state_dict(checkpoint, key, path)
+    target = unwrap_model(model)
+    expected = target.state_dict()
+    if all(k.startswith(PARALLEL_PREFIX) for k in saved) and not any(
+        k.startswith(PARALLEL_PREFIX) for k in expected
+    ):
+        saved = {strip_parallel_prefix(k): v for k, v in saved.items()}
+    mismatched = tuple(k for k in expected if k in saved and saved[k].shape != expected[k].shape)
+    report = CheckpointLoadReport(
+        path=path,
+        key=key,
+        loaded_keys=tuple(k for k in expected if k in saved and k not in mismatched),
+        missing_keys=tuple(k for k in expected if k not in saved),
+        unexpected_keys=tuple(k for k in saved if k not in expected),
+        shape_mismatched_keys=mismatched,
+    )
+    if strict and not report.complete:
+        details = "; ".join(
+            f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(expected[k].shape)}"
+            for k in mismatched[:_LISTED]
+        )
+        raise ValueError(
+            "checkpoint does not match the model (strict=True, nothing loaded; pass strict=False to load "
+            f"the matching keys):\n{report.summary()}" + (f"\n  shapes: {details}" if details else "")
+        )
+    target.load_state_dict({k: saved[k] for k in report.loaded_keys}, strict=strict)
+    log = logger.info if report.complete else logger.warning
+    log("loaded checkpoint %s", report.summary())
+    return report
