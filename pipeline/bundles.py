@@ -133,9 +133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", action="append", default=[], help="extra override YAML/JSON file (repeatable)"
     )
     parser.add_argument("--print-only", action="store_true", help="print the monai.bundle command and exit")
+    parser.add_argument(
+        "--multi-gpu", type=int, metavar="NPROC", help="train with DDP on NPROC GPUs of this node (torchrun)"
+    )
     args, extra = parser.parse_known_args(argv)
     try:
-        command = monai_command(args.bundle, args.workflow, args.scenario, args.config, extra)
+        configs = args.config
+        if args.multi_gpu is not None:  # DDP: add the multi-GPU configs, launch with torchrun
+            from pipeline.distributed import multi_gpu_configs, torchrun_command
+
+            if args.workflow != "train":
+                raise ValueError(f"--multi-gpu is for the train workflow, not '{args.workflow}'")
+            configs = configs + multi_gpu_configs(args.bundle)
+        command = monai_command(args.bundle, args.workflow, args.scenario, configs, extra)
+        if args.multi_gpu is not None:
+            command = torchrun_command(command[1:], args.multi_gpu)
     except ValueError as err:
         parser.error(str(err))
     print(shlex.join(command), flush=True)

@@ -1,5 +1,18 @@
 """Evaluation: shortcut-reliance metrics from per-sample predictions, saliency maps and the results report."""
 
+from pipeline.evaluation.layers import (
+    LayerFeatures,
+    LinearProbe,
+    analyse_layers,
+    collect_layer_features,
+    counterfactual_stage_kl,
+    fit_linear_probe,
+    fit_stage_probes,
+    layer_loaders,
+    linear_probe_scores,
+    plot_layer_curves,
+    prediction_depth,
+)
 from pipeline.evaluation.metrics import (
     METRIC_COLUMNS,
     UndefinedMetricWarning,
@@ -22,6 +35,7 @@ from pipeline.evaluation.metrics import (
     validate_predictions,
     worst_group_accuracy,
 )
+from pipeline.evaluation.prediction_depth import PredictionDepth, knn_predict, prediction_depths
 from pipeline.evaluation.report import (
     build_report,
     load_results,
@@ -60,4 +74,18 @@ __all__ = [
     "validate_predictions",
     "verify_report",
     "worst_group_accuracy",
+    "LayerFeatures",
+    "LinearProbe",
+    "PredictionDepth",
+    "analyse_layers",
+    "collect_layer_features",
+    "counterfactual_stage_kl",
+    "fit_linear_probe",
+    "fit_stage_probes",
+    "knn_predict",
+    "layer_loaders",
+    "linear_probe_scores",
+    "plot_layer_curves",
+    "prediction_depth",
+    "prediction_depths",
 ]
