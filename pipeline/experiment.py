@@ -1,0 +1,296 @@
+"""The end-to-end experiment: every method of a scenario through its bundle, then the report.
+
+Each step is a MONAI bundle workflow (``pipeline.bundles.run_bundle``: ConfigWorkflow over the
+bundle's merged configs), so the experiment adds no training loop of its own. Per scenario:
+ERM, the bias-free reference, the specialist teacher, the distilled student and the mitigation
+baselines are trained and evaluated on the same test sets; then the layer analysis, saliency
+maps and the report (results.csv, results.md, figures, configs, predictions) are written.
+
+    python -m pipeline.experiment                       # bundles/common/experiments/default.yaml
+    python -m pipeline.experiment --config matrix.yaml  # 2D/3D x localized/diffuse (GPU)
+    python -m pipeline.experiment --methods erm teacher distilled --set max_epochs=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from pipeline.atomic import write_json
+from pipeline.bundles import BUNDLES_ROOT, run_bundle, scenario_names
+
+EXPERIMENTS = BUNDLES_ROOT / "common" / "experiments"
+MITIGATION = BUNDLES_ROOT / "baseline" / "configs" / "mitigation"
+TEST_SETS = ("in_distribution", "bias_free", "bias_inverted", "cf_with", "ood")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method = a bundle, its override files, fixed settings, and the methods it needs first."""
+
+    bundle: str
+    overrides: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+
+
+def _mitigation(name: str, needs: tuple[str, ...] = ()) -> Method:
+    return Method("baseline", (str(MITIGATION / f"{name}.yaml"),), needs=needs)
+
+
+METHODS: dict[str, Method] = {
+    "erm": Method("baseline"),
+    "reference": Method("baseline", settings={"train_bias_mode": "never"}),
+    "teacher": Method("teacher"),
+    "distilled": Method("distillation", needs=("teacher",)),
+    "augmentation": _mitigation("augmentation"),
+    "random_artifact": _mitigation("random_artifact"),
+    "group_balanced": _mitigation("group_balanced"),
+    "group_reweight": _mitigation("group_reweight"),
+    "group_dro": _mitigation("group_dro"),
+    "jtt": _mitigation("jtt", needs=("erm",)),
+    "dfr": _mitigation("dfr", needs=("erm",)),
+}
+
+
+@dataclass
+class ExperimentConfig:
+    output: str = "runs/experiment"
+    scenarios: list[str] = field(default_factory=lambda: ["localized2d"])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    settings: dict[str, Any] = field(default_factory=dict)
+    method_settings: dict[str, dict] = field(default_factory=dict)
+    layer_analysis: bool = True
+    saliency: bool = True
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        """Read an experiment YAML file.
+
+        Raises:
+            ValueError: missing file, unknown keys, unknown scenario or method names.
+        """
+        path = Path(path)
+        if not path.is_file() and (EXPERIMENTS / path).is_file():
+            path = EXPERIMENTS / path
+        if not path.is_file():
+            raise ValueError(
+                f"experiment config '{path}' does not exist; shipped ones: {sorted(p.name for p in EXPERIMENTS.glob('*.yaml'))}"
+            )
+        content = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(content) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"experiment config '{path}': unknown key(s) {unknown}; allowed: {sorted(cls.__dataclass_fields__)}"
+            )
+        config = cls(**content)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        bad = [s for s in self.scenarios if s not in scenario_names()]
+        if bad:
+            raise ValueError(f"unknown scenario(s) {bad}; scenarios: {scenario_names()}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad}; methods: {list(METHODS)}")
+        for method in self.methods:
+            missing = [n for n in METHODS[method].needs if n not in self.methods]
+            if missing:
+                raise ValueError(f"method '{method}' needs {missing} in the same experiment")
+
+
+def ordered_methods(methods: Sequence[str]) -> list[str]:
+    """``methods`` in the order of :data:`METHODS`, where each method's needs come first."""
+    return [m for m in METHODS if m in methods]
+
+
+def run_settings(config: ExperimentConfig, scenario: str, method: str) -> dict[str, Any]:
+    """Config overrides of one bundle run: shared settings, then the method's, then the user's."""
+    root = Path(config.output).absolute() / scenario
+    return {
+        **config.settings,
+        "output_root": str(root),
+        "bundle_name": method,
+        "erm_checkpoint": str(root / "erm" / "models" / "model.pt"),
+        "teacher_checkpoint": str(root / "teacher" / "models" / "teacher.pt"),
+        **METHODS[method].settings,
+        **config.method_settings.get(method, {}),
+    }
+
+
+def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
+    """Train and evaluate every method of every scenario, then write the report; returns its folder."""
+    config.validate()
+    output = Path(config.output).absolute()
+    steps = [(s, m) for s in config.scenarios for m in ordered_methods(config.methods)]
+    started = time.monotonic()
+    for index, (scenario, method) in enumerate(steps, 1):
+        spec, settings = METHODS[method], run_settings(config, scenario, method)
+        done = output / scenario / method / "eval" / "metrics.json"
+        prefix = f"[{index}/{len(steps)}] {scenario} {method} ({spec.bundle})"
+        if resume and done.is_file():
+            _progress(f"{prefix}: done before, skipped", started)
+            continue
+        for workflow in ("train", "evaluate"):
+            _progress(f"{prefix}: {workflow}", started)
+            ran = run_bundle(spec.bundle, workflow, scenario, spec.overrides, settings)
+            if workflow == "train":
+                _save_config(ran, output / "report" / "configs" / f"{scenario}_{method}.yaml")
+    _progress("report", started)
+    report_dir = write_report(config, output)
+    _progress(f"finished: {report_dir / 'results.md'}", started)
+    return report_dir
+
+
+def prediction_runs(config: ExperimentConfig, output: Path) -> list[dict]:
+    """Rows (scenario, method, test_set, predictions) for every prediction file that exists."""
+    rows = []
+    for scenario in config.scenarios:
+        for method in ordered_methods(config.methods):
+            folder = output / scenario / method / "eval"
+            for test_set in TEST_SETS:
+                path = folder / f"predictions_{test_set}.csv"
+                if path.is_file():
+                    rows.append(
+                        {
+                            "scenario": scenario,
+                            "method": method,
+                            "test_set": test_set,
+                            "predictions": str(path),
+                        }
+                    )
+            if (folder / "predictions_cf_with.csv").is_file():  # the bias-free set is the pair's other half
+                rows.append(
+                    {"scenario": scenario, "method": method, "test_set": "cf_without",
+                     "predictions": str(folder / "predictions_bias_free.csv")}
+                )  # fmt: skip
+    return rows
+
+
+def write_report(config: ExperimentConfig, output: Path) -> Path:
+    """results.csv/md, figures, acceptance summary (and layer/saliency figures when enabled)."""
+    from pipeline.evaluation.report import build_report
+
+    report_dir = output / "report"
+    extra: dict[str, Path] = {}
+    if config.layer_analysis or config.saliency:
+        from pipeline.experiment_figures import layer_and_saliency_figures
+
+        extra = layer_and_saliency_figures(config, output, report_dir)
+    build_report(prediction_runs(config, output), report_dir, extra_figures=extra)
+    write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
+    return report_dir
+
+
+def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict]:
+    """The paper's claims per scenario, from metrics.json: does ERM learn the shortcut, and how
+    much of ERM's bias-inverted AUC gap to the reference (and of its ΔTPR) does distillation close?"""
+    summary = {}
+    for scenario in config.scenarios:
+        metrics = {}
+        for method in ("erm", "reference", "distilled", "teacher"):
+            path = output / scenario / method / "eval" / "metrics.json"
+            if path.is_file():
+                metrics[method] = json.loads(path.read_text())
+        if not {"erm", "reference"} <= set(metrics):
+            continue
+        erm_auc = metrics["erm"]["bias_inverted"]["auc"]
+        ref_auc = metrics["reference"]["bias_inverted"]["auc"]
+        entry = {
+            "erm_bias_inverted_auc": erm_auc,
+            "reference_bias_inverted_auc": ref_auc,
+            "erm_gap": ref_auc - erm_auc,
+            "erm_delta_tpr": metrics["erm"]["in_distribution"]["delta_tpr"],
+        }
+        if "distilled" in metrics:
+            dist_auc = metrics["distilled"]["bias_inverted"]["auc"]
+            entry.update(
+                distilled_bias_inverted_auc=dist_auc,
+                distilled_delta_tpr=metrics["distilled"]["in_distribution"]["delta_tpr"],
+                gap_closed=(dist_auc - erm_auc) / entry["erm_gap"] if entry["erm_gap"] else None,
+            )
+        if "teacher" in metrics:
+            entry["teacher_bias_inverted_auc"] = metrics["teacher"]["bias_inverted"]["auc"]
+            entry["teacher_bias_free_auc"] = metrics["teacher"]["bias_free"]["auc"]
+        summary[scenario] = entry
+    return summary
+
+
+def _save_config(workflow, path: Path) -> None:
+    from pipeline.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(_plain(workflow.parser.get()), sort_keys=False))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def _progress(message: str, started: float) -> None:
+    elapsed = time.monotonic() - started
+    print(f"[experiment {elapsed // 60:02.0f}:{elapsed % 60:02.0f}] {message}", flush=True)
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.experiment", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--config",
+        default="default.yaml",
+        help="experiment YAML (a path, or a name in bundles/common/experiments)",
+    )
+    parser.add_argument("--output", help="output folder (default: the config's `output`)")
+    parser.add_argument("--scenarios", nargs="+", help=f"scenarios to run; known: {scenario_names()}")
+    parser.add_argument("--methods", nargs="+", help=f"methods to run; known: {list(METHODS)}")
+    parser.add_argument("--set", dest="settings", action="append", type=_parse_setting, default=[],
+                        metavar="KEY=VALUE", help="override a bundle config id for every run (repeatable)")  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="skip methods whose evaluation already exists")
+    parser.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    args = parser.parse_args(argv)
+    try:
+        config = ExperimentConfig.load(args.config)
+        if args.output:
+            config.output = args.output
+        if args.scenarios:
+            config.scenarios = args.scenarios
+        if args.methods:
+            config.methods = args.methods
+        config.settings.update(dict(args.settings))
+        config.validate()
+    except ValueError as err:
+        parser.error(str(err))
+    if args.fresh and Path(config.output).exists():
+        shutil.rmtree(config.output)
+    report = run_experiment(config, resume=args.resume)
+    print((report / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
