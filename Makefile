@@ -26,7 +26,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check pipeline data_prep tests benchmarks
+	$(VENV)/bin/ruff check pipeline data_prep tests benchmarks docker
 
 bench: setup
 	$(PY) -m benchmarks $(ARGS)

@@ -150,11 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = torchrun_command(command[1:], args.multi_gpu)
     except ValueError as err:
         parser.error(str(err))
+    return exec_command(command, args.print_only)
+
+
+def exec_command(command: Sequence[str], print_only: bool = False) -> int:
+    """Print ``command``; unless ``print_only``, replace this process with it."""
     print(shlex.join(command), flush=True)
-    if args.print_only:
-        return 0
-    os.execv(command[0], command)
-    return 0  # pragma: no cover
+    if not print_only:
+        os.execv(command[0], list(command))
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import datetime
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -339,11 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = bundle_training_command(args.bundle, bundle_args=bundle_args, **launch_options(args))
     except ValueError as err:
         parser.error(str(err))
-    print(shlex.join(command), flush=True)
-    if args.print_only:
-        return 0
-    os.execv(command[0], command)
-    return 0  # pragma: no cover
+    from pipeline.bundles import exec_command
+
+    return exec_command(command, args.print_only)
 
 
 if __name__ == "__main__":

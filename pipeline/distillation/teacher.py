@@ -12,7 +12,7 @@ from torch import nn
 
 from pipeline.atomic import atomic_path
 from pipeline.distillation.hooks import FeatureHooks
-from pipeline.networks import build_network
+from pipeline.networks import build_network, unwrap_model
 from pipeline.networks.probes import StageProbes
 
 
@@ -88,7 +88,7 @@ class Teacher:
 def save_teacher(path: str | Path, network: nn.Module, probes: nn.Module, spec: TeacherSpec) -> Path:
     """Save network, probes and spec in one checkpoint (loadable with ``weights_only=True``)."""
     content = {
-        "network": _unwrap(network).state_dict(),
+        "network": unwrap_model(network).state_dict(),
         "probes": probes.state_dict(),
         "spec": {**spec.__dict__, "stages": list(spec.stages), "network_options": dict(spec.network_options)},
     }
@@ -126,6 +126,3 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teache
         network.to(device).eval().requires_grad_(False), probes.to(device).eval().requires_grad_(False), spec
     )
 
-
-def _unwrap(network: nn.Module) -> nn.Module:
-    return network.module if hasattr(network, "module") and isinstance(network.module, nn.Module) else network

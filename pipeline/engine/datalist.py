@@ -90,3 +90,35 @@ def inference_items(source: str | Path, role: str = "test") -> list[dict]:
     if path.is_file():
         return load_role(path, role)
     raise ValueError(f"input '{path}' does not exist (expected a folder of images or a datalist JSON)")
+
+
+def intensity_scaling(datalist: str | Path, intensity_range=None, keys: str = "image"):
+    """The transform that maps stored intensities to [0, 1] for every image of a datalist.
+
+    A fixed range keeps intensity differences between images (a faint opacity, a global contrast
+    change): per-image min-max scaling rescales each image by its own extremes, which are set by
+    noise, and hid the embedded data's finding (clean AUC 0.73 instead of 0.96 for the same model).
+
+    Args:
+        datalist: datalist JSON; its ``metadata.stored_intensity_range`` is used when given.
+        intensity_range: ``[low, high]`` stored values mapped to 0 and 1 (clipped); None: from the
+            datalist metadata, else each image's own min and max.
+        keys: image keys.
+
+    Raises:
+        ValueError: a range that is not two increasing numbers.
+    """
+    from monai.transforms import ScaleIntensityd, ScaleIntensityRanged
+
+    if intensity_range is None:
+        with open(datalist) as handle:
+            intensity_range = json.load(handle).get("metadata", {}).get("stored_intensity_range")
+    if intensity_range is None:
+        return ScaleIntensityd(keys=keys, minv=0.0, maxv=1.0)
+    try:
+        low, high = (float(v) for v in intensity_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"intensity_range must be [low, high], got {intensity_range!r}") from None
+    if not high > low:
+        raise ValueError(f"intensity_range must be increasing, got {intensity_range!r}")
+    return ScaleIntensityRanged(keys=keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
