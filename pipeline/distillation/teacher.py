@@ -125,4 +125,3 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teache
     return Teacher(
         network.to(device).eval().requires_grad_(False), probes.to(device).eval().requires_grad_(False), spec
     )
-

@@ -17,6 +17,7 @@ from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from pipeline.distillation.hooks import FeatureHooks
+from pipeline.distillation.inference_teacher import folded_copy
 from pipeline.distillation.losses import DistillationObjective
 from pipeline.distillation.target_cache import TeacherTargetCache
 
@@ -30,8 +31,9 @@ class DistillationTrainer(SupervisedTrainer):
     (stage terms between captured intermediate features, and logit KD).
 
     Args:
-        teacher: the frozen teacher network (kept in eval mode with no gradients; its BatchNorm
-            statistics are never updated).
+        teacher: the frozen teacher network. The trainer runs a copy in eval mode without
+            gradients, with BatchNorm folded into convolutions where possible (same outputs, about
+            half the teacher's CPU time); ``teacher`` itself is never changed.
         distillation: the :class:`DistillationObjective` (its trainable parts, e.g. the student's
             probes or adapters, must be in ``optimizer``).
         cache_teacher_targets: reuse the teacher's targets of a sample, keyed by (id, bias flag);
@@ -58,7 +60,7 @@ class DistillationTrainer(SupervisedTrainer):
     ) -> None:
         kwargs.setdefault("decollate", False)
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.state.device).eval().requires_grad_(False)
+        self.teacher = folded_copy(teacher).to(self.state.device)
         self.distillation = distillation.to(self.state.device)
         self.target_cache = TeacherTargetCache() if cache_teacher_targets else None
         self.id_key, self.bias_key = id_key, bias_key

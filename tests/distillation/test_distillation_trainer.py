@@ -68,7 +68,7 @@ def test_teacher_is_untouched_and_student_learns():
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm buffers
     assert all(p.grad is None for p in teacher.parameters())
-    assert not teacher.training
+    assert not trainer.teacher.training and not any(p.requires_grad for p in trainer.teacher.parameters())
     changed = [k for k, v in trainer.network.state_dict().items() if not torch.equal(v, student_before[k])]
     assert changed
 

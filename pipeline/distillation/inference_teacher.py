@@ -1,0 +1,60 @@
+"""A faster copy of a frozen teacher: BatchNorm folded into the convolution before it.
+
+In eval mode a BatchNorm after a convolution is an affine map per channel, so it can be folded
+into that convolution's weights (``torch.nn.utils.fusion.fuse_conv_bn_eval``). The BatchNorm is
+replaced by an Identity, so module paths (the stage names that hooks use) are kept. Only pairs
+whose order is certain are folded: consecutive children of an ``nn.Sequential``, and MONAI's
+``Convolution`` blocks whose ADN ordering starts with the norm ("N..."). Others are left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from monai.networks.blocks import ADN, Convolution
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def folded_copy(network: nn.Module) -> nn.Module:
+    """A frozen eval-mode copy of ``network`` with foldable BatchNorms folded; the input is untouched."""
+    folded = copy.deepcopy(network).eval().requires_grad_(False)
+    for module in list(folded.modules()):
+        if isinstance(module, Convolution):
+            _fold_monai_block(module)
+        elif isinstance(module, nn.Sequential):
+            _fold_sequential(module)
+    return folded
+
+
+def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
+    return (
+        isinstance(conv, CONVOLUTIONS)
+        and not conv.transposed
+        and isinstance(norm, BATCH_NORMS)
+        and norm.track_running_stats
+        and norm.running_mean is not None
+        and norm.num_features == conv.out_channels
+    )
+
+
+def _fold_monai_block(block: Convolution) -> None:
+    conv, adn = getattr(block, "conv", None), getattr(block, "adn", None)
+    if not isinstance(adn, ADN) or not hasattr(adn, "N"):
+        return
+    if next(iter(adn._modules)) != "N" or not _foldable(conv, adn.N):  # the norm must come first
+        return
+    block.conv = fuse_conv_bn_eval(conv, adn.N)
+    adn.N = nn.Identity()
+
+
+def _fold_sequential(sequence: nn.Sequential) -> None:
+    names = list(sequence._modules)
+    for first, second in zip(names, names[1:]):
+        conv, norm = sequence._modules[first], sequence._modules[second]
+        if _foldable(conv, norm):
+            sequence._modules[first] = fuse_conv_bn_eval(conv, norm)
+            sequence._modules[second] = nn.Identity()

@@ -1,0 +1,46 @@
+"""Folding BatchNorm into convolutions keeps the teacher's outputs and stage features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.distillation.hooks import FeatureHooks
+from pipeline.distillation.inference_teacher import folded_copy
+from pipeline.networks import build_network, network_stages
+
+
+def _with_random_statistics(network):
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2.0)
+    return network.eval()
+
+
+@pytest.mark.parametrize("name,dims,size", [("small_cnn", 2, 32), ("simba_cnn", 3, 16), ("resnet18", 2, 32)])
+def test_outputs_and_stage_features_are_unchanged(name, dims, size):
+    torch.manual_seed(0)
+    network = _with_random_statistics(build_network(name, dims))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    folded = folded_copy(network)
+    stages = list(network_stages(name, dims))
+    images = torch.rand(2, 1, *(size,) * dims)
+    with torch.no_grad(), FeatureHooks(network, stages) as a, FeatureHooks(folded, stages) as b:
+        assert torch.allclose(network(images), folded(images), atol=1e-5)
+        for stage in stages:
+            assert torch.allclose(a.features[stage], b.features[stage], atol=1e-5)
+    assert all(torch.equal(v, network.state_dict()[k]) for k, v in before.items())  # input untouched
+
+
+def test_small_cnn_batchnorms_are_folded_and_the_copy_is_frozen():
+    folded = folded_copy(build_network("small_cnn"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert not folded.training and not any(p.requires_grad for p in folded.parameters())
+
+
+def test_norm_after_activation_is_not_folded():
+    sequence = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4))
+    folded = folded_copy(sequence)
+    assert isinstance(folded[2], nn.BatchNorm2d)
