@@ -17,13 +17,19 @@ from pathlib import Path
 from pipeline.bundles import run_bundle
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
+ALL = [[s, s] for s in STAGES]
 VARIANTS = {
-    "logits only": {"stage_pairs": [["stage4", "stage4"]], "stage_weights": 0.0},
-    "stages 2-4, w=1": {"stage_pairs": [[s, s] for s in STAGES[1:]], "stage_weights": 1.0},
-    "stages 2-4, w=3": {"stage_pairs": [[s, s] for s in STAGES[1:]], "stage_weights": 3.0},
-    "stages 1-4, w=1": {"stage_pairs": [[s, s] for s in STAGES], "stage_weights": 1.0},
-    "stages 1-4, w=3": {"stage_pairs": [[s, s] for s in STAGES], "stage_weights": 3.0},
-    "stage 1, w=3": {"stage_pairs": [["stage1", "stage1"]], "stage_weights": 3.0},
+    "stages 1-4, w=1, logits 1": {"stage_pairs": ALL, "stage_weights": 1.0, "logit_weight": 1.0},
+    "stages 1-4, w=10, logits 1": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 1.0},
+    "stages 1-4, w=1, logits 5": {"stage_pairs": ALL, "stage_weights": 1.0, "logit_weight": 5.0},
+    "stages 1-4, w=10, logits 5": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 5.0},
+    "stages 2-4, w=10, logits 5": {"stage_pairs": ALL[1:], "stage_weights": 10.0, "logit_weight": 5.0},
+    "logits only, 5": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 5.0},
+    "attention transfer 1-4, w=100, logits 1": {
+        "distill_kind": "attention",
+        "stage_pairs": ALL,
+        "stage_weights": 100.0,
+    },
 }
 
 
@@ -53,7 +59,7 @@ def main(argv=None) -> int:
     }
     rows = {name: _metrics(root / name) for name in ("erm", "reference") if (root / name / "eval").is_dir()}
     for name in args.variants:
-        folder = f"sweep_{name.replace(' ', '').replace(',', '_').replace('=', '')}"
+        folder = "sweep_" + "".join(c if c.isalnum() else "_" for c in name)
         settings = {"output_root": str(root), "bundle_name": folder, "progress_bar": False, "tensorboard": False,
                     **VARIANTS[name], **extra}  # fmt: skip
         for workflow in ("train", "evaluate"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Mapping, Sequence
 
 from pipeline.distillation.losses import (
@@ -29,6 +30,7 @@ def build_distillation(
     stage_weights: float | Sequence[float] = 1.0,
     logit_weight: float = 1.0,
     temperature: float = 2.0,
+    student_probes: str = "trained",
 ) -> DistillationObjective:
     """A :class:`DistillationObjective` for ``kind`` with channels taken from the network registry.
 
@@ -41,6 +43,10 @@ def build_distillation(
         student_network, spatial_dims, in_channels, num_classes, student_options: the student's
             registry name and build arguments (to size probes/adapters without running it).
         stage_weights, logit_weight, temperature: see :class:`DistillationObjective`.
+        student_probes: ``trained`` (probe_kl: the student's own probes, trained jointly) or
+            ``teacher`` (the student's stages read through frozen copies of the teacher's probes,
+            so the KL can only be lowered by changing the student's features; needs pairs of
+            equal stage names and channels).
 
     Raises:
         ValueError: unknown ``kind``, or a stage unknown to the student's registry entry or not
@@ -64,9 +70,14 @@ def build_distillation(
             raise ValueError(
                 f"stage_pairs: teacher stage(s) {missing} have no fitted probe; the teacher probed {teacher.spec.stages}"
             )
-        probes = StageProbes(
-            {s: student_channels[s] for s in dict.fromkeys(student_stages)}, num_classes, spatial_dims
-        )
+        if student_probes == "teacher":
+            probes = _frozen_teacher_probes(pairs, teacher, student_channels)
+        elif student_probes == "trained":
+            probes = StageProbes(
+                {s: student_channels[s] for s in dict.fromkeys(student_stages)}, num_classes, spatial_dims
+            )
+        else:
+            raise ValueError(f"student_probes must be 'trained' or 'teacher', got {student_probes!r}")
         stage_loss = ProbeKLStageLoss(pairs, probes, teacher.probes, temperature)
     elif kind == "feature_mse":
         spec = teacher.spec
@@ -77,3 +88,19 @@ def build_distillation(
     else:
         stage_loss = AttentionTransferStageLoss(pairs)
     return DistillationObjective(stage_loss, stage_weights, logit_weight, temperature)
+
+
+def _frozen_teacher_probes(pairs, teacher: Teacher, student_channels) -> StageProbes:
+    """A frozen copy of the teacher's probes, used on the student's features of the same stages."""
+    unequal = [p for p in pairs if p[0] != p[1]]
+    if unequal:
+        raise ValueError(f"student_probes='teacher' needs pairs of the same stage, got {unequal}")
+    probes = copy.deepcopy(teacher.probes).requires_grad_(False)
+    for stage, _ in pairs:
+        expected = probes.probe(stage).in_channels
+        if expected != student_channels[stage]:
+            raise ValueError(
+                f"student_probes='teacher': stage '{stage}' has {student_channels[stage]} channels in the "
+                f"student but the teacher's probe expects {expected}"
+            )
+    return probes

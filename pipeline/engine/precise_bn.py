@@ -61,3 +61,15 @@ class PreciseBatchNorm:
             for layer, momentum in zip(layers, momenta):
                 layer.momentum = momentum
             self.network.train(was_training)
+        _average_across_processes(layers)
+
+
+def _average_across_processes(layers) -> None:
+    """Under DDP every rank averaged its own shard: make all ranks hold the mean of those."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    for layer in layers:
+        for buffer in (layer.running_mean, layer.running_var):
+            torch.distributed.all_reduce(buffer)
+            buffer /= world

@@ -6,6 +6,7 @@ covered by the slow test at the end.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -49,6 +50,7 @@ def _count_calls(module, name: str, counts: dict) -> None:
     """Count the calls of ``module.name`` in this (forked) process."""
     original = getattr(module, name)
 
+    @functools.wraps(original)  # keeps the signature, which data_prep.embedded inspects
     def counted(*args, **kwargs):
         counts[name] += 1
         return original(*args, **kwargs)
