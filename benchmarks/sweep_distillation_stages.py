@@ -25,10 +25,19 @@ VARIANTS = {
     "stages 1-4, w=10, logits 5": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 5.0},
     "stages 2-4, w=10, logits 5": {"stage_pairs": ALL[1:], "stage_weights": 10.0, "logit_weight": 5.0},
     "logits only, 5": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 5.0},
-    "attention transfer 1-4, w=100, logits 1": {
+    "logits only, 20": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 20.0},
+    "stages 1-4, w=10, logits 20": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 20.0},
+    "teacher probes 1-4, w=10, logits 5": {
+        "stage_pairs": ALL,
+        "stage_weights": 10.0,
+        "logit_weight": 5.0,
+        "student_probes": "teacher",
+    },
+    "attention 1-4, w=100, logits 5": {
         "distill_kind": "attention",
         "stage_pairs": ALL,
         "stage_weights": 100.0,
+        "logit_weight": 5.0,
     },
 }
 

@@ -68,10 +68,12 @@ class ProbeKLStageLoss(nn.Module):
         return self
 
     def teacher_targets(self, teacher_features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return dict(self.teacher_probes(dict(teacher_features)))
+        stages = dict.fromkeys(t for _, t in self.stage_pairs)
+        return {t: self.teacher_probes.probe(t)(teacher_features[t]) for t in stages}
 
     def forward(self, student_features, targets) -> dict[str, torch.Tensor]:
-        logits = self.student_probes(dict(student_features))
+        stages = dict.fromkeys(s for s, _ in self.stage_pairs)
+        logits = {s: self.student_probes.probe(s)(student_features[s]) for s in stages}
         return {
             pair_label(p): kl_divergence(logits[p[0]], targets[p[1]], self.temperature)
             for p in self.stage_pairs

@@ -99,3 +99,40 @@ def test_teacher_of_another_width_is_supported_by_feature_mse():
         student(images), teacher(images)
         loss = stage(s_hooks.features, stage.teacher_targets(t_hooks.features))
     assert loss["stage2<-stage4"].item() > 0
+
+
+def test_partial_layer_distillation_uses_only_the_paired_stages_of_a_fully_probed_teacher():
+    torch.manual_seed(0)
+    teacher, student = build_network("small_cnn").eval(), build_network("small_cnn").eval()
+    teacher_probes = StageProbes.from_network("small_cnn")  # all four stages, as the teacher bundle fits
+    pairs = [["stage2", "stage2"], ["stage4", "stage4"]]
+    stage = ProbeKLStageLoss(
+        pairs, StageProbes.from_network("small_cnn", ["stage2", "stage4"]), teacher_probes
+    )
+    images = torch.rand(2, 1, 32, 32)
+    with (
+        FeatureHooks(teacher, ["stage2", "stage4"]) as t_hooks,
+        FeatureHooks(student, ["stage2", "stage4"]) as s_hooks,
+    ):
+        teacher(images), student(images)
+        losses = stage(s_hooks.features, stage.teacher_targets(t_hooks.features))
+    assert set(losses) == {"stage2", "stage4"}
+
+
+def test_teacher_probe_mode_reads_the_student_through_frozen_teacher_probes():
+    from pipeline.distillation.builder import build_distillation
+    from pipeline.distillation.teacher import Teacher, TeacherSpec
+
+    torch.manual_seed(0)
+    spec = TeacherSpec("small_cnn", 2, 1, 2, STAGES)
+    teacher = Teacher(build_network("small_cnn").eval(), spec.build_probes(), spec)
+    objective = build_distillation("probe_kl", PAIRS, teacher, "small_cnn", student_probes="teacher")
+    assert not [p for p in objective.parameters() if p.requires_grad]  # nothing to train but the student
+    student = copy.deepcopy(teacher.network)
+    images = torch.rand(2, 1, 32, 32)
+    t_features, t_logits = _features(teacher.network, images)
+    s_features, s_logits = _features(student, images)
+    terms = objective(s_features, s_logits, objective.teacher_targets(t_features, t_logits))
+    assert all(v.item() == pytest.approx(0.0, abs=1e-6) for v in terms.values())
+    with pytest.raises(ValueError, match="same stage"):
+        build_distillation("probe_kl", [["stage1", "stage2"]], teacher, "small_cnn", student_probes="teacher")
