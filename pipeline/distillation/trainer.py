@@ -17,7 +17,7 @@ from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from pipeline.distillation.hooks import FeatureHooks
-from pipeline.distillation.inference_teacher import folded_copy
+from pipeline.distillation.inference_teacher import channels_last, folded_copy
 from pipeline.distillation.losses import DistillationObjective
 from pipeline.distillation.target_cache import TeacherTargetCache
 
@@ -96,7 +96,7 @@ class DistillationTrainer(SupervisedTrainer):
                 return cached
         self.teacher.eval()
         with torch.no_grad():
-            logits = self.teacher(images)
+            logits = self.teacher(channels_last(images))
             targets = self.distillation.teacher_targets(self._teacher_hooks.features, logits)
         self._teacher_hooks.clear()
         if keys is not None:
@@ -170,7 +170,7 @@ class DistillationTrainer(SupervisedTrainer):
         try:
             with torch.no_grad():
                 student_logits = self.network(images[:2])
-                teacher_logits = self.teacher(images[:2])
+                teacher_logits = self.teacher(channels_last(images[:2]))
                 targets = self.distillation.teacher_targets(self._teacher_hooks.features, teacher_logits)
                 self.distillation(self._student_hooks.features, student_logits, targets)
         finally:
