@@ -88,3 +88,13 @@ def test_reference_is_the_baseline_with_injection_off(tiny_datalist_2d, tmp_path
     wf = workflow("baseline", "train", settings)
     assert wf.parser.get_parsed_content("train#injection").injection.mode == "never"
     assert wf.parser.get_parsed_content("output_dir").endswith("reference")
+
+
+def test_baseline_trains_and_evaluates_on_3d_volumes(tiny_datalist_3d, tmp_path):
+    settings = tiny_settings(tiny_datalist_3d, tmp_path, spatial_dims=3, size=16, batch_size=4)
+    settings["artifact"] = {"_target_": "pipeline.transforms.ContrastArtifact", "factor": 1.2}
+    wf = run_workflow("baseline", "train", settings)
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 1
+    run_workflow("baseline", "evaluate", settings)
+    frame = pd.read_csv(tmp_path / "baseline" / "eval" / "predictions_bias_inverted.csv")
+    assert len(frame) == len(load_role(tiny_datalist_3d, "test"))
