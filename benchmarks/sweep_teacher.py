@@ -27,6 +27,9 @@ VARIANTS = {
     "no augmentation": {"augmentation": []},
     "compact network (8-64 channels)": {"network_options": {"channels": [8, 16, 32, 64]}},
     "strong augmentation, 80 epochs": {"max_epochs": 80, "early_stop_patience": 80},
+    "strong augmentation, 1,000 clean images": {
+        "data_params": {"n": 5000, "size": 64, "flavour": "thorax", "teacher_size": 1000}
+    },
 }
 
 
@@ -38,12 +41,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.output).absolute()
     rows = {}
-    for index, name in enumerate(args.variants):
-        settings = {"output_root": str(root), "bundle_name": f"teacher_{index}", "progress_bar": False,
+    for name in args.variants:
+        folder = "teacher_" + "".join(c if c.isalnum() else "_" for c in name)
+        settings = {"output_root": str(root), "bundle_name": folder, "progress_bar": False,
                     "tensorboard": False, "probe_epochs": 1, **VARIANTS[name]}  # fmt: skip
         for workflow in ("train", "evaluate"):
             run_bundle("teacher", workflow, args.scenario, settings=settings)
-        metrics = json.loads((root / f"teacher_{index}" / "eval" / "metrics.json").read_text())
+        metrics = json.loads((root / folder / "eval" / "metrics.json").read_text())
         rows[name] = {k: metrics[k]["auc"] for k in ("bias_free", "bias_inverted")}
         print(name, rows[name], flush=True)
     print("| teacher recipe | bias-free AUC | bias-inverted AUC |\n| --- | --- | --- |")
