@@ -33,6 +33,36 @@ VARIANTS = {
         "logit_weight": 5.0,
         "student_probes": "teacher",
     },
+    "label-fitted student probes 1-4, w=10, logits 5": {
+        "stage_pairs": ALL,
+        "stage_weights": 10.0,
+        "logit_weight": 5.0,
+        "student_probes": "labels",
+    },
+    "label-fitted student probes 1-4, w=1, logits 5": {
+        "stage_pairs": ALL,
+        "stage_weights": 1.0,
+        "logit_weight": 5.0,
+        "student_probes": "labels",
+    },
+    "label-fitted student probes 1-4, w=1, logits 1": {
+        "stage_pairs": ALL,
+        "stage_weights": 1.0,
+        "logit_weight": 1.0,
+        "student_probes": "labels",
+    },
+    "feature MSE (FitNets) 1-4, w=1, logits 5": {
+        "distill_kind": "feature_mse",
+        "stage_pairs": ALL,
+        "stage_weights": 1.0,
+        "logit_weight": 5.0,
+    },
+    "feature MSE (FitNets) 1-4, w=10, logits 5": {
+        "distill_kind": "feature_mse",
+        "stage_pairs": ALL,
+        "stage_weights": 10.0,
+        "logit_weight": 5.0,
+    },
     "attention 1-4, w=100, logits 5": {
         "distill_kind": "attention",
         "stage_pairs": ALL,

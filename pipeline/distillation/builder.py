@@ -43,8 +43,9 @@ def build_distillation(
         student_network, spatial_dims, in_channels, num_classes, student_options: the student's
             registry name and build arguments (to size probes/adapters without running it).
         stage_weights, logit_weight, temperature: see :class:`DistillationObjective`.
-        student_probes: ``trained`` (probe_kl: the student's own probes, trained jointly) or
-            ``teacher`` (the student's stages read through frozen copies of the teacher's probes,
+        student_probes: ``trained`` (probe_kl: the student's own probes, trained jointly by the
+            KL), ``labels`` (the student's own probes, fitted to the labels on detached features
+            while the KL trains only the student's features) or ``teacher`` (the student's stages read through frozen copies of the teacher's probes,
             so the KL can only be lowered by changing the student's features; needs pairs of
             equal stage names and channels).
 
@@ -72,13 +73,14 @@ def build_distillation(
             )
         if student_probes == "teacher":
             probes = _frozen_teacher_probes(pairs, teacher, student_channels)
-        elif student_probes == "trained":
+        elif student_probes in ("trained", "labels"):
             probes = StageProbes(
                 {s: student_channels[s] for s in dict.fromkeys(student_stages)}, num_classes, spatial_dims
             )
         else:
-            raise ValueError(f"student_probes must be 'trained' or 'teacher', got {student_probes!r}")
-        stage_loss = ProbeKLStageLoss(pairs, probes, teacher.probes, temperature)
+            raise ValueError(f"student_probes must be 'trained', 'labels' or 'teacher', got {student_probes!r}")
+        probe_fit = "labels" if student_probes == "labels" else "kl"
+        stage_loss = ProbeKLStageLoss(pairs, probes, teacher.probes, temperature, probe_fit=probe_fit)
     elif kind == "feature_mse":
         spec = teacher.spec
         teacher_channels = network_stages(

@@ -51,16 +51,30 @@ class ProbeKLStageLoss(nn.Module):
             (trained with the student).
         teacher_probes: the teacher's fitted probes over the teacher stages (frozen here).
         temperature: softening temperature T.
+        probe_fit: how the student's probes learn: ``kl`` (by the KL itself, jointly with the
+            student) or ``labels`` (by cross-entropy on the labels from the detached stage
+            features; the KL then reaches only the student's features, so a probe that finds the
+            shortcut in a stage makes the KL push the shortcut out of that stage).
     """
 
+    PROBE_FITS = ("kl", "labels")
+
     def __init__(
-        self, stage_pairs, student_probes: nn.Module, teacher_probes: nn.Module, temperature: float = 2.0
+        self,
+        stage_pairs,
+        student_probes: nn.Module,
+        teacher_probes: nn.Module,
+        temperature: float = 2.0,
+        probe_fit: str = "kl",
     ):
         super().__init__()
+        if probe_fit not in self.PROBE_FITS:
+            raise ValueError(f"probe_fit must be one of {list(self.PROBE_FITS)}, got {probe_fit!r}")
         self.stage_pairs = _pair_names(stage_pairs)
         self.student_probes = student_probes
         self.teacher_probes = teacher_probes.eval().requires_grad_(False)
         self.temperature = float(temperature)
+        self.probe_fit = probe_fit
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -73,10 +87,28 @@ class ProbeKLStageLoss(nn.Module):
 
     def forward(self, student_features, targets) -> dict[str, torch.Tensor]:
         stages = dict.fromkeys(s for s, _ in self.stage_pairs)
-        logits = {s: self.student_probes.probe(s)(student_features[s]) for s in stages}
+        logits = {s: self._student_logits(s, student_features[s]) for s in stages}
         return {
             pair_label(p): kl_divergence(logits[p[0]], targets[p[1]], self.temperature)
             for p in self.stage_pairs
+        }
+
+    def _student_logits(self, stage: str, features: torch.Tensor) -> torch.Tensor:
+        probe = self.student_probes.probe(stage)
+        if self.probe_fit == "kl":
+            return probe(features)
+        frozen = {name: p.detach() for name, p in probe.named_parameters()}
+        return torch.func.functional_call(probe, frozen, (features,))
+
+    def probe_fit_losses(self, student_features, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy of each student probe on the labels (``probe_fit='labels'``; else empty)."""
+        if self.probe_fit != "labels":
+            return {}
+        stages = dict.fromkeys(s for s, _ in self.stage_pairs)
+        labels = labels.reshape(-1).long()
+        return {
+            s: F.cross_entropy(self.student_probes.probe(s)(student_features[s].detach()).float(), labels)
+            for s in stages
         }
 
 
@@ -197,12 +229,18 @@ class DistillationObjective(nn.Module):
         targets["logits"] = teacher_logits
         return targets
 
-    def forward(self, student_features, student_logits, targets) -> dict[str, torch.Tensor]:
-        """Weighted terms by name (``kd_<pair>`` and ``kd_logits``), ready to be summed."""
+    def forward(self, student_features, student_logits, targets, labels=None) -> dict[str, torch.Tensor]:
+        """Weighted terms by name (``kd_<pair>``, ``kd_logits``, and ``probe_<stage>`` when the
+        student's probes are fitted to ``labels``), ready to be summed."""
         terms = {
             f"kd_{name}": self.stage_weights[name] * loss
             for name, loss in self.stage_loss(student_features, targets).items()
         }
+        probe_fit = getattr(self.stage_loss, "probe_fit_losses", None)
+        if probe_fit is not None and getattr(self.stage_loss, "probe_fit", None) == "labels":
+            if labels is None:
+                raise ValueError("student probes fitted to the labels need the batch labels")
+            terms.update({f"probe_{s}": loss for s, loss in probe_fit(student_features, labels).items()})
         if self.logit_weight:
             terms["kd_logits"] = self.logit_weight * kl_divergence(
                 student_logits, targets["logits"], self.temperature

@@ -17,7 +17,7 @@ from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from pipeline.distillation.hooks import FeatureHooks
-from pipeline.distillation.inference_teacher import channels_last, folded_copy
+from pipeline.distillation.inference_teacher import channels_last, folded_copy, frozen_script
 from pipeline.distillation.losses import DistillationObjective
 from pipeline.distillation.target_cache import TeacherTargetCache
 
@@ -38,6 +38,8 @@ class DistillationTrainer(SupervisedTrainer):
             probes or adapters, must be in ``optimizer``).
         cache_teacher_targets: reuse the teacher's targets of a sample, keyed by (id, bias flag);
             only valid when the student's inputs carry no random augmentation.
+        script_teacher: on CPU, run the teacher as a frozen TorchScript (traced on the first
+            batch, checked against the eager copy, which is kept if tracing fails or differs).
         id_key, bias_key: batch keys of the sample id and the artifact flag (cache keys).
         args, kwargs: everything :class:`monai.engines.SupervisedTrainer` takes;
             ``loss_function`` is the task loss. ``decollate`` defaults to False here.
@@ -54,6 +56,7 @@ class DistillationTrainer(SupervisedTrainer):
         teacher: nn.Module,
         distillation: DistillationObjective,
         cache_teacher_targets: bool = False,
+        script_teacher: bool = True,
         id_key: str = "id",
         bias_key: str = "bias",
         **kwargs: Any,
@@ -64,6 +67,8 @@ class DistillationTrainer(SupervisedTrainer):
         self.distillation = distillation.to(self.state.device)
         self.target_cache = TeacherTargetCache() if cache_teacher_targets else None
         self.id_key, self.bias_key = id_key, bias_key
+        self.script_teacher = bool(script_teacher)
+        self._teacher_script: torch.jit.ScriptModule | None = None
         self.task_loss = self.loss_function
         self.loss_function = self._objective
         self._student_hooks: FeatureHooks | None = None
@@ -81,10 +86,15 @@ class DistillationTrainer(SupervisedTrainer):
         with student_hooks, teacher_hooks:
             self._student_hooks, self._teacher_hooks = student_hooks, teacher_hooks
             try:
-                self._check_stage_shapes()
+                images = self._check_stage_shapes()
+                if self.script_teacher and images is not None and images.device.type == "cpu":
+                    stages = self.distillation.teacher_stages
+                    self._teacher_script = frozen_script(self.teacher, stages, channels_last(images))
+                    teacher_hooks.clear()
                 super().run()
             finally:
                 self._student_hooks = self._teacher_hooks = None
+                self._teacher_script = None
                 self._pending_terms = {}
 
     def teacher_targets(self, images: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
@@ -94,19 +104,31 @@ class DistillationTrainer(SupervisedTrainer):
             cached = self.target_cache.get(keys, images.device)
             if cached is not None:
                 return cached
-        self.teacher.eval()
         with torch.no_grad():
-            logits = self.teacher(channels_last(images))
-            targets = self.distillation.teacher_targets(self._teacher_hooks.features, logits)
-        self._teacher_hooks.clear()
+            logits, features = self._run_teacher(images)
+            targets = self.distillation.teacher_targets(features, logits)
         if keys is not None:
             self.target_cache.put(keys, targets)
         return targets
 
+    def _run_teacher(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The teacher's logits and stage features (call under ``torch.no_grad``)."""
+        images = channels_last(images)
+        if self._teacher_script is not None:
+            logits, features = self._teacher_script(images)
+            return logits, dict(zip(self.distillation.teacher_stages, features))
+        self.teacher.eval()
+        logits = self.teacher(images)
+        features = dict(self._teacher_hooks.features)
+        self._teacher_hooks.clear()
+        return logits, features
+
     def _distil(self, engine: SupervisedTrainer) -> None:
         output = engine.state.output
         targets = self.teacher_targets(output[Keys.IMAGE], engine.state.batch)
-        self._pending_terms = self.distillation(self._student_hooks.features, output[Keys.PRED], targets)
+        self._pending_terms = self.distillation(
+            self._student_hooks.features, output[Keys.PRED], targets, output[Keys.LABEL]
+        )
 
     def _objective(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         task = self.task_loss(pred, target).mean()
@@ -159,24 +181,26 @@ class DistillationTrainer(SupervisedTrainer):
                 f"{' ...' if len(missing) > 4 else ''}: build it over the student's and the distillation's parameters"
             )
 
-    def _check_stage_shapes(self) -> None:
-        """Run one batch through both networks and the objective (no training, no BN updates)."""
+    def _check_stage_shapes(self) -> torch.Tensor | None:
+        """Run one batch through both networks and the objective (no training, no BN updates);
+        returns the batch's images."""
         if self.data_loader is None:
-            return
+            return None
         batch = next(iter(self.data_loader))
-        images, _ = self.prepare_batch(batch, self.state.device, self.non_blocking, **self.to_kwargs)[:2]
+        images, labels = self.prepare_batch(batch, self.state.device, self.non_blocking, **self.to_kwargs)[:2]
         was_training = self.network.training
         self.network.eval()
         try:
             with torch.no_grad():
                 student_logits = self.network(images[:2])
-                teacher_logits = self.teacher(channels_last(images[:2]))
-                targets = self.distillation.teacher_targets(self._teacher_hooks.features, teacher_logits)
-                self.distillation(self._student_hooks.features, student_logits, targets)
+                teacher_logits, teacher_features = self._run_teacher(images[:2])
+                targets = self.distillation.teacher_targets(teacher_features, teacher_logits)
+                self.distillation(self._student_hooks.features, student_logits, targets, labels[:2])
         finally:
             self.network.train(was_training)
             self._student_hooks.clear()
             self._teacher_hooks.clear()
+        return images
 
 
 def loss_terms(output: dict) -> dict[str, float]:

@@ -136,3 +136,33 @@ def test_teacher_probe_mode_reads_the_student_through_frozen_teacher_probes():
     assert all(v.item() == pytest.approx(0.0, abs=1e-6) for v in terms.values())
     with pytest.raises(ValueError, match="same stage"):
         build_distillation("probe_kl", [["stage1", "stage2"]], teacher, "small_cnn", student_probes="teacher")
+
+
+def test_label_fitted_probes_learn_from_labels_only_and_the_kl_moves_only_the_student():
+    from pipeline.distillation.builder import build_distillation
+    from pipeline.distillation.teacher import Teacher, TeacherSpec
+
+    torch.manual_seed(0)
+    spec = TeacherSpec("small_cnn", 2, 1, 2, STAGES)
+    teacher = Teacher(build_network("small_cnn").eval(), spec.build_probes(), spec)
+    objective = build_distillation(
+        "probe_kl", PAIRS, teacher, "small_cnn", stage_weights=1.0, logit_weight=0.0, student_probes="labels"
+    )
+    student = build_network("small_cnn")
+    images, labels = torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1])
+    t_features, t_logits = _features(teacher.network, images)
+    s_features, s_logits = _features(student, images)
+    targets = objective.teacher_targets(t_features, t_logits)
+    terms = objective(s_features, s_logits, targets, labels)
+    assert set(terms) == {f"kd_{s}" for s in STAGES} | {f"probe_{s}" for s in STAGES}
+    probe_params = list(objective.stage_loss.student_probes.parameters())
+    kl = sum(v for k, v in terms.items() if k.startswith("kd_"))
+    ce = sum(v for k, v in terms.items() if k.startswith("probe_"))
+    # the KL reaches the student's features but not its probes
+    assert all(g is None for g in torch.autograd.grad(kl, probe_params, retain_graph=True, allow_unused=True))
+    assert torch.autograd.grad(kl, s_features["stage2"], retain_graph=True)[0].abs().sum() > 0
+    # the probes' cross-entropy reaches the probes but not the student's features
+    assert all(g is not None and g.abs().sum() > 0 for g in torch.autograd.grad(ce, probe_params, retain_graph=True))
+    assert torch.autograd.grad(ce, s_features["stage2"], allow_unused=True)[0] is None
+    with pytest.raises(ValueError, match="labels"):
+        objective(s_features, s_logits, targets)

@@ -30,13 +30,16 @@ def _items(n=24, seed=0):
     ]
 
 
-def _trainer(teacher=None, teacher_probes=None, cache=False, epochs=2, seed=0, loader_seed=0):
+def _trainer(
+    teacher=None, teacher_probes=None, cache=False, epochs=2, seed=0, loader_seed=0, probe_fit="kl", script=True
+):
     torch.manual_seed(seed)
     student = build_network("small_cnn")
     teacher = teacher or build_network("small_cnn")
     teacher_probes = teacher_probes or StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
     student_probes = StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
-    objective = DistillationObjective(ProbeKLStageLoss(PAIRS, student_probes, teacher_probes), 1.0, 1.0, 2.0)
+    stage_loss = ProbeKLStageLoss(PAIRS, student_probes, teacher_probes, probe_fit=probe_fit)
+    objective = DistillationObjective(stage_loss, 1.0, 1.0, 2.0)
     parameters = list(student.parameters()) + [p for p in objective.parameters() if p.requires_grad]
     loader = DataLoader(
         _items(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(loader_seed)
@@ -51,6 +54,7 @@ def _trainer(teacher=None, teacher_probes=None, cache=False, epochs=2, seed=0, l
         teacher=teacher,
         distillation=objective,
         cache_teacher_targets=cache,
+        script_teacher=script,
     )
 
 
@@ -73,17 +77,19 @@ def test_teacher_is_untouched_and_student_learns():
     assert changed
 
 
-def test_every_loss_term_is_logged_each_iteration():
-    trainer = _trainer(epochs=1)
+@pytest.mark.parametrize("probe_fit", ["kl", "labels"])
+def test_every_loss_term_is_logged_each_iteration(probe_fit):
+    trainer = _trainer(epochs=1, probe_fit=probe_fit)
     seen = []
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output[LOSS_TERMS]))
     )
     trainer.run()
     assert len(seen) == trainer.state.iteration == 3
+    probe_terms = {"probe_stage1", "probe_stage3"} if probe_fit == "labels" else set()
     for terms in seen:
-        assert set(terms) == {"ce", "kd_stage1", "kd_stage3", "kd_logits", "total"}
-        parts = terms["ce"] + terms["kd_stage1"] + terms["kd_stage3"] + terms["kd_logits"]
+        assert set(terms) == {"ce", "kd_stage1", "kd_stage3", "kd_logits", "total"} | probe_terms
+        parts = sum(v for k, v in terms.items() if k != "total")
         assert terms["total"].item() == pytest.approx(parts.item(), rel=1e-5)
 
 
@@ -150,3 +156,23 @@ def test_cached_and_live_teacher_targets_give_the_same_losses():
     assert (
         len(cache) == 24 and cache.hits == 6 and cache.misses == 3
     )  # epochs 2-3 read every batch from the cache
+
+
+def test_scripted_and_eager_teacher_give_the_same_losses():
+    teacher = build_network("small_cnn")
+    probes = StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
+    runs = {}
+    for script in (False, True):
+        trainer = _trainer(teacher=copy.deepcopy(teacher), teacher_probes=copy.deepcopy(probes), script=script)
+        losses = []
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda e, out=losses: out.append(e.state.output["loss"].item())
+        )
+        seen_script = []
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda e, out=seen_script: out.append(e._teacher_script is not None)
+        )
+        trainer.run()
+        runs[script] = losses
+        assert set(seen_script) == {script} and trainer._teacher_script is None  # released after the run
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4, abs=1e-5)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.distillation.hooks import FeatureHooks
-from pipeline.distillation.inference_teacher import folded_copy
+from pipeline.distillation.inference_teacher import channels_last, folded_copy, frozen_script
 from pipeline.networks import build_network, network_stages
 
 
@@ -44,3 +44,30 @@ def test_norm_after_activation_is_not_folded():
     sequence = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4))
     folded = folded_copy(sequence)
     assert isinstance(folded[2], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("name,dims,size", [("small_cnn", 2, 32), ("simba_cnn", 3, 16)])
+def test_frozen_script_gives_the_eager_outputs_at_another_batch_size(name, dims, size):
+    torch.manual_seed(0)
+    network = _with_random_statistics(build_network(name, dims))
+    stages = list(network_stages(name, dims))
+    folded = folded_copy(network)
+    script = frozen_script(folded, stages, channels_last(torch.rand(4, 1, *(size,) * dims)))
+    assert script is not None
+    images = torch.rand(3, 1, *(size,) * dims)
+    with torch.no_grad(), FeatureHooks(network, stages) as hooks:
+        logits, features = script(channels_last(images))
+        assert torch.allclose(logits, network(images), atol=1e-4)
+        for stage, feature in zip(stages, features):
+            assert torch.allclose(feature, hooks.features[stage], atol=1e-4)
+
+
+def test_frozen_script_falls_back_to_eager_when_tracing_fails(monkeypatch, caplog):
+    def untraceable(*args, **kwargs):
+        raise RuntimeError("cannot trace this network")
+
+    monkeypatch.setattr(torch.jit, "trace", untraceable)
+    folded = folded_copy(build_network("small_cnn"))
+    with caplog.at_level("WARNING"):
+        assert frozen_script(folded, ["stage1"], torch.rand(2, 1, 32, 32)) is None
+    assert "cannot trace this network" in caplog.text
