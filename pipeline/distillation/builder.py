@@ -78,7 +78,9 @@ def build_distillation(
                 {s: student_channels[s] for s in dict.fromkeys(student_stages)}, num_classes, spatial_dims
             )
         else:
-            raise ValueError(f"student_probes must be 'trained', 'labels' or 'teacher', got {student_probes!r}")
+            raise ValueError(
+                f"student_probes must be 'trained', 'labels' or 'teacher', got {student_probes!r}"
+            )
         probe_fit = "labels" if student_probes == "labels" else "kl"
         stage_loss = ProbeKLStageLoss(pairs, probes, teacher.probes, temperature, probe_fit=probe_fit)
     elif kind == "feature_mse":

@@ -162,7 +162,9 @@ def test_label_fitted_probes_learn_from_labels_only_and_the_kl_moves_only_the_st
     assert all(g is None for g in torch.autograd.grad(kl, probe_params, retain_graph=True, allow_unused=True))
     assert torch.autograd.grad(kl, s_features["stage2"], retain_graph=True)[0].abs().sum() > 0
     # the probes' cross-entropy reaches the probes but not the student's features
-    assert all(g is not None and g.abs().sum() > 0 for g in torch.autograd.grad(ce, probe_params, retain_graph=True))
+    assert all(
+        g is not None and g.abs().sum() > 0 for g in torch.autograd.grad(ce, probe_params, retain_graph=True)
+    )
     assert torch.autograd.grad(ce, s_features["stage2"], allow_unused=True)[0] is None
     with pytest.raises(ValueError, match="labels"):
         objective(s_features, s_logits, targets)

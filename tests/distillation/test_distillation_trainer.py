@@ -31,7 +31,14 @@ def _items(n=24, seed=0):
 
 
 def _trainer(
-    teacher=None, teacher_probes=None, cache=False, epochs=2, seed=0, loader_seed=0, probe_fit="kl", script=True
+    teacher=None,
+    teacher_probes=None,
+    cache=False,
+    epochs=2,
+    seed=0,
+    loader_seed=0,
+    probe_fit="kl",
+    script=True,
 ):
     torch.manual_seed(seed)
     student = build_network("small_cnn")
@@ -163,7 +170,9 @@ def test_scripted_and_eager_teacher_give_the_same_losses():
     probes = StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
     runs = {}
     for script in (False, True):
-        trainer = _trainer(teacher=copy.deepcopy(teacher), teacher_probes=copy.deepcopy(probes), script=script)
+        trainer = _trainer(
+            teacher=copy.deepcopy(teacher), teacher_probes=copy.deepcopy(probes), script=script
+        )
         losses = []
         trainer.add_event_handler(
             Events.ITERATION_COMPLETED, lambda e, out=losses: out.append(e.state.output["loss"].item())
