@@ -2,6 +2,7 @@
 
 Each step is a MONAI bundle workflow (``pipeline.bundles.run_bundle``: ConfigWorkflow over the
 bundle's merged configs), so the experiment adds no training loop of its own. Per scenario:
+the source model (external labelled data without the artifact; the teacher's starting weights),
 ERM, the bias-free reference, the specialist teacher, the distilled student and the mitigation
 baselines are trained and evaluated on the same test sets; then the layer analysis, saliency
 maps and the report (results.csv, results.md, figures, configs, predictions) are written.
@@ -29,18 +30,24 @@ from pipeline.atomic import write_json
 from pipeline.bundles import BUNDLES_ROOT, run_bundle, scenario_names
 
 EXPERIMENTS = BUNDLES_ROOT / "common" / "experiments"
-MITIGATION = BUNDLES_ROOT / "baseline" / "configs" / "mitigation"
+BASELINE_CONFIGS = BUNDLES_ROOT / "baseline" / "configs"
+MITIGATION = BASELINE_CONFIGS / "mitigation"
 TEST_SETS = ("in_distribution", "bias_free", "bias_inverted", "cf_with", "ood")
 
 
 @dataclass(frozen=True)
 class Method:
-    """A method = a bundle, its override files, fixed settings, and the methods it needs first."""
+    """A method = a bundle, its override files, fixed settings, and the methods it needs first.
+
+    ``starts_from``: a method whose trained model becomes this one's ``init_checkpoint`` when
+    both are in the experiment (the teacher starts from the source model; without it, from scratch).
+    """
 
     bundle: str
     overrides: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
+    starts_from: str | None = None
 
 
 def _mitigation(name: str, needs: tuple[str, ...] = ()) -> Method:
@@ -48,9 +55,10 @@ def _mitigation(name: str, needs: tuple[str, ...] = ()) -> Method:
 
 
 METHODS: dict[str, Method] = {
+    "source": Method("baseline", (str(BASELINE_CONFIGS / "source.yaml"),)),
     "erm": Method("baseline"),
     "reference": Method("baseline", settings={"train_bias_mode": "never"}),
-    "teacher": Method("teacher"),
+    "teacher": Method("teacher", starts_from="source"),
     "distilled": Method("distillation", needs=("teacher",)),
     "augmentation": _mitigation("augmentation"),
     "random_artifact": _mitigation("random_artifact"),
@@ -117,13 +125,18 @@ def ordered_methods(methods: Sequence[str]) -> list[str]:
 def run_settings(config: ExperimentConfig, scenario: str, method: str) -> dict[str, Any]:
     """Config overrides of one bundle run: shared settings, then the method's, then the user's."""
     root = Path(config.output).absolute() / scenario
+    spec = METHODS[method]
+    start = {}
+    if spec.starts_from in config.methods:
+        start = {"init_checkpoint": str(root / spec.starts_from / "models" / "model.pt")}
     return {
         **config.settings,
         "output_root": str(root),
         "bundle_name": method,
         "erm_checkpoint": str(root / "erm" / "models" / "model.pt"),
         "teacher_checkpoint": str(root / "teacher" / "models" / "teacher.pt"),
-        **METHODS[method].settings,
+        **start,
+        **spec.settings,
         **config.method_settings.get(method, {}),
     }
 

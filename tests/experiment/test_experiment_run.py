@@ -7,9 +7,10 @@ import shutil
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.evaluation.report import verify_report
-from pipeline.experiment import ExperimentConfig, main, ordered_methods, run_experiment
+from pipeline.experiment import ExperimentConfig, main, ordered_methods, run_experiment, run_settings
 
 TINY = {"image_size": [32, 32], "max_epochs": 1, "batch_size": 16, "progress_bar": False,
         "tensorboard": False, "probe_epochs": 1}  # fmt: skip
@@ -20,21 +21,33 @@ def tiny_experiment(tiny_datalist_2d, tmp_path_factory):
     output = tmp_path_factory.mktemp("experiment")
     config = ExperimentConfig(
         output=str(output),
-        methods=["jtt", "distilled", "erm", "teacher", "reference"],
-        settings={**TINY, "datalist": str(tiny_datalist_2d)},
+        methods=["jtt", "distilled", "erm", "teacher", "reference", "source"],
+        settings={**TINY, "datalist": str(tiny_datalist_2d), "source_datalist": str(tiny_datalist_2d)},
     )
     return config, run_experiment(config)
 
 
 def test_methods_run_in_dependency_order():
     assert ordered_methods(["jtt", "distilled", "teacher", "erm"]) == ["erm", "teacher", "distilled", "jtt"]
+    assert ordered_methods(["teacher", "source"]) == ["source", "teacher"]
+
+
+def test_teacher_starts_from_the_source_model_only_when_it_is_in_the_experiment(tmp_path):
+    with_source = ExperimentConfig(output=str(tmp_path), methods=["source", "teacher"])
+    settings = run_settings(with_source, "localized2d", "teacher")
+    assert settings["init_checkpoint"] == str(
+        tmp_path.absolute() / "localized2d" / "source" / "models" / "model.pt"
+    )
+    assert "init_checkpoint" not in run_settings(with_source, "localized2d", "erm")
+    alone = ExperimentConfig(output=str(tmp_path), methods=["teacher"])
+    assert "init_checkpoint" not in run_settings(alone, "localized2d", "teacher")
 
 
 def test_report_numbers_are_recomputed_from_the_prediction_files(tiny_experiment):
     _, report = tiny_experiment
     assert verify_report(report) == []
     results = pd.read_csv(report / "results.csv")
-    assert set(results["method"]) == {"erm", "reference", "teacher", "distilled", "jtt"}
+    assert set(results["method"]) == {"source", "erm", "reference", "teacher", "distilled", "jtt"}
     assert {"in_distribution", "bias_free", "bias_inverted", "cf_with", "cf_without"} <= set(
         results["test_set"]
     )
@@ -45,6 +58,8 @@ def test_report_has_configs_figures_and_acceptance_summary(tiny_experiment):
     config, report = tiny_experiment
     for method in config.methods:
         assert (report / "configs" / f"localized2d_{method}.yaml").is_file()
+    teacher_config = yaml.safe_load((report / "configs" / "localized2d_teacher.yaml").read_text())
+    assert teacher_config["init_checkpoint"].endswith("localized2d/source/models/model.pt")
     assert (report / "figures" / "saliency_localized2d.png").is_file()
     layers = pd.read_csv(report / "layers" / "localized2d" / "layers.csv")
     assert set(layers["model"]) == {"erm", "reference", "teacher", "distilled"}
