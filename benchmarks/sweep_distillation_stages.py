@@ -24,6 +24,7 @@ VARIANTS = {
     "stages 1-4, w=1, logits 5": {"stage_pairs": ALL, "stage_weights": 1.0, "logit_weight": 5.0},
     "stages 1-4, w=10, logits 5": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 5.0},
     "stages 2-4, w=10, logits 5": {"stage_pairs": ALL[1:], "stage_weights": 10.0, "logit_weight": 5.0},
+    "stages 1-4, w=10, no logits": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 0.0},
     "logits only, 5": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 5.0},
     "logits only, 20": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 20.0},
     "stages 1-4, w=10, logits 20": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 20.0},
