@@ -27,6 +27,8 @@ VARIANTS = {
     "stages 1-4, w=10, no logits": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 0.0},
     "logits only, 5": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 5.0},
     "logits only, 20": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 20.0},
+    "stages 1-4, w=10, logits 10": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 10.0},
+    "stages 1-4, w=20, logits 10": {"stage_pairs": ALL, "stage_weights": 20.0, "logit_weight": 10.0},
     "stages 1-4, w=10, logits 20": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 20.0},
     "teacher probes 1-4, w=10, logits 5": {
         "stage_pairs": ALL,

@@ -64,6 +64,9 @@ VARIANTS = {
         "pretrain_temperature": 0.5,
     },
 }
+# started from the source model of a finished experiment (--source-checkpoint)
+FROM_SOURCE = "from the source model (external labelled data, no artifact), strong augmentation"
+VARIANTS[FROM_SOURCE] = {}
 # override files merged into a variant's training config (after the scenario)
 OVERRIDES = {name: [PRETRAIN] for name in VARIANTS if name.startswith("self-supervised pretraining")}
 
@@ -73,6 +76,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="runs/teacher_sweep")
     parser.add_argument("--scenario", default="localized2d")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--source-checkpoint",
+        default="runs/experiment/localized2d/source/models/model.pt",
+        help="source model for the variant that starts from it (python -m pipeline.experiment trains it)",
+    )
     args = parser.parse_args(argv)
     root = Path(args.output).absolute()
     rows = {}
@@ -80,6 +88,8 @@ def main(argv=None) -> int:
         folder = "teacher_" + "".join(c if c.isalnum() else "_" for c in name)
         settings = {"output_root": str(root), "bundle_name": folder, "progress_bar": False,
                     "tensorboard": False, "probe_epochs": 1, **VARIANTS[name]}  # fmt: skip
+        if name == FROM_SOURCE:
+            settings["init_checkpoint"] = str(Path(args.source_checkpoint).absolute())
         start = time.perf_counter()
         run_bundle("teacher", "train", args.scenario, overrides=OVERRIDES.get(name, ()), settings=settings)
         run_bundle("teacher", "evaluate", args.scenario, settings=settings)

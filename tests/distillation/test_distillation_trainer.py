@@ -144,6 +144,19 @@ def test_unknown_stage_and_missing_optimizer_parameters_fail_at_construction():
                             loss_function=torch.nn.CrossEntropyLoss(), teacher=teacher, distillation=good)  # fmt: skip
 
 
+def _losses_per_iteration(trainer, flag=lambda engine: None):
+    """Run ``trainer``; the loss of every iteration and ``flag(engine)`` at every iteration."""
+    losses, flags = [], []
+
+    def record(engine):
+        losses.append(engine.state.output["loss"].item())
+        flags.append(flag(engine))
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+    trainer.run()
+    return losses, flags
+
+
 def test_cached_and_live_teacher_targets_give_the_same_losses():
     teacher = build_network("small_cnn")
     probes = StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
@@ -152,12 +165,7 @@ def test_cached_and_live_teacher_targets_give_the_same_losses():
         trainer = _trainer(
             teacher=copy.deepcopy(teacher), teacher_probes=copy.deepcopy(probes), cache=cache, epochs=3
         )
-        losses = []
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED, lambda e, out=losses: out.append(e.state.output["loss"].item())
-        )
-        trainer.run()
-        runs[cache] = (losses, trainer)
+        runs[cache] = (_losses_per_iteration(trainer)[0], trainer)
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5, abs=1e-6)
     cache = runs[True][1].target_cache
     assert (
@@ -173,15 +181,7 @@ def test_scripted_and_eager_teacher_give_the_same_losses():
         trainer = _trainer(
             teacher=copy.deepcopy(teacher), teacher_probes=copy.deepcopy(probes), script=script
         )
-        losses = []
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED, lambda e, out=losses: out.append(e.state.output["loss"].item())
-        )
-        seen_script = []
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED, lambda e, out=seen_script: out.append(e._teacher_script is not None)
-        )
-        trainer.run()
+        losses, scripted = _losses_per_iteration(trainer, lambda engine: engine._teacher_script is not None)
         runs[script] = losses
-        assert set(seen_script) == {script} and trainer._teacher_script is None  # released after the run
+        assert set(scripted) == {script} and trainer._teacher_script is None  # released after the run
     assert runs[True] == pytest.approx(runs[False], rel=1e-4, abs=1e-5)

@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from pipeline.evaluation.report import verify_report
-from pipeline.experiment import ExperimentConfig, main, ordered_methods, run_experiment, run_settings
+from pipeline.experiment import (
+    ExperimentConfig,
+    counterfactual_delta_tpr,
+    main,
+    ordered_methods,
+    run_experiment,
+    run_settings,
+)
 
 TINY = {"image_size": [32, 32], "max_epochs": 1, "batch_size": 16, "progress_bar": False,
         "tensorboard": False, "probe_epochs": 1}  # fmt: skip
@@ -68,6 +75,16 @@ def test_report_has_configs_figures_and_acceptance_summary(tiny_experiment):
         summary["reference_bias_inverted_auc"] - summary["erm_bias_inverted_auc"]
     )
     assert "gap_closed" in summary and "teacher_bias_free_auc" in summary
+    erm = json.loads((report.parent / "localized2d" / "erm" / "eval" / "metrics.json").read_text())
+    assert summary["erm_delta_tpr_counterfactual"] == pytest.approx(
+        erm["cf_with"]["tpr_bias1"] - erm["bias_free"]["tpr_bias0"]
+    )
+
+
+def test_counterfactual_delta_tpr_pairs_the_with_and_without_artifact_test_sets():
+    metrics = {"cf_with": {"tpr_bias1": 0.9}, "bias_free": {"tpr_bias0": 0.6}}
+    assert counterfactual_delta_tpr(metrics) == pytest.approx(0.3)
+    assert counterfactual_delta_tpr({"bias_free": {"tpr_bias0": 0.6}}) is None
 
 
 def test_resume_skips_finished_methods(tiny_experiment, capsys, tmp_path):

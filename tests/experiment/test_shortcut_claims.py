@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.experiment import ExperimentConfig, run_experiment
 
-METHODS = ["erm", "reference", "teacher", "distilled"]
+METHODS = ["source", "erm", "reference", "teacher", "distilled"]
 QUIET = {"progress_bar": False, "tensorboard": False}
 
 
@@ -35,17 +35,21 @@ def default_claims(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_default_run_erm_learns_the_shortcut_and_distillation_reduces_it(default_claims):
-    # measured on the default run (README, Results): ERM gap 0.74, ΔTPR 0.86; distilled +0.19 AUC
+def test_default_run_erm_learns_the_shortcut_and_distillation_removes_half_of_it(default_claims):
+    # measured on the default run (README, Results): ERM gap 0.74, ΔTPR 0.86 (counterfactual
+    # 0.81); the distilled student closes 58% of the gap, counterfactual ΔTPR 0.33
     assert default_claims["erm_gap"] >= 0.2
     assert default_claims["erm_delta_tpr"] >= 0.3
-    assert default_claims["distilled_bias_inverted_auc"] - default_claims["erm_bias_inverted_auc"] >= 0.1
+    assert default_claims["gap_closed"] >= 0.5
+    erm_cf, distilled_cf = (default_claims[f"{m}_delta_tpr_counterfactual"] for m in ("erm", "distilled"))
+    assert abs(distilled_cf) <= 0.5 * abs(erm_cf)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="target of issue 9 not reached yet: distillation closes ~1/4 of the gap (README)")
-def test_default_run_distillation_closes_half_of_the_gap(default_claims):
-    assert default_claims["gap_closed"] >= 0.5
+@pytest.mark.xfail(
+    reason="in-distribution ΔTPR 0.86 -> 0.47 on the default run (25 positives without the patch)"
+)
+def test_default_run_distillation_halves_the_in_distribution_delta_tpr(default_claims):
     assert abs(default_claims["distilled_delta_tpr"]) <= 0.5 * abs(default_claims["erm_delta_tpr"])
 
 
