@@ -57,7 +57,13 @@ TARGETS = (
     ("live_teacher", "peak_memory_mb", 1.3),
     ("cached_teacher", "peak_memory_mb", 1.3),
 )
-RATIO_QUANTITIES = ("step_ms_median", "step_ms_mean", "step_cpu_ms_median", "peak_memory_mb", "timed_peak_memory_mb")
+RATIO_QUANTITIES = (
+    "step_ms_median",
+    "step_ms_mean",
+    "step_cpu_ms_median",
+    "peak_memory_mb",
+    "timed_peak_memory_mb",
+)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _MB = 2**20
 
@@ -217,18 +223,21 @@ class StepTimer:
         trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda _: self._close("backward_and_step"))
         handles = self._time_module(trainer.network, "student_forward")
         if isinstance(trainer, DistillationTrainer):
-            handles += self._time_module(trainer.teacher, "teacher_forward")
             handles += self._time_module(trainer.distillation, "distillation_terms")
-            targets = trainer.teacher_targets
-
-            def timed_targets(*args, **kwargs):
-                self._open("teacher_targets")
-                result = targets(*args, **kwargs)
-                self._close("teacher_targets")
-                return result
-
-            trainer.teacher_targets = timed_targets  # instance attribute: _distil calls it
+            # instance attributes: _distil calls teacher_targets, which calls _run_teacher (the
+            # eager teacher or its TorchScript, so module hooks would miss the script)
+            trainer.teacher_targets = self._timed(trainer.teacher_targets, "teacher_targets")
+            trainer._run_teacher = self._timed(trainer._run_teacher, "teacher_forward")
         return handles
+
+    def _timed(self, function, part: str):
+        def timed(*args, **kwargs):
+            self._open(part)
+            result = function(*args, **kwargs)
+            self._close(part)
+            return result
+
+        return timed
 
     def _time_module(self, module: torch.nn.Module, part: str) -> list:
         return [
@@ -367,9 +376,7 @@ def run_variant(variant: str, config: BenchmarkConfig) -> dict:
         timer = StepTimer(config.warmup_epochs * config.batches, config.iterations, trainer.state.device,
                           config.profile)  # fmt: skip
         handles = timer.attach(trainer)
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED(once=timer.skip), lambda _: memory.start_timed()
-        )
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=timer.skip), lambda _: memory.start_timed())
         try:
             trainer.run()
         finally:
@@ -445,7 +452,11 @@ def _environment(config: BenchmarkConfig, load_start: Sequence[float]) -> dict:
         notes.append(
             f"{config.threads} thread(s) + load {load:.1f} exceed {os.cpu_count()} cores: the steps compete for CPU"
         )
-    device = torch.cuda.get_device_name() if config.device == "cuda" else platform.processor() or platform.machine()
+    device = (
+        torch.cuda.get_device_name()
+        if config.device == "cuda"
+        else platform.processor() or platform.machine()
+    )
     return {
         "device_name": device,
         "python": platform.python_version(),
@@ -480,13 +491,12 @@ def run_benchmark(
         order = VARIANTS[repeat % 3 :] + VARIANTS[: repeat % 3]
         for variant in order:
             log(f"running {variant} (repeat {repeat + 1}/{config.repeats})")
-            runs[variant].append(_run_isolated(variant, config) if config.isolate else run_variant(variant, config))
+            runs[variant].append(
+                _run_isolated(variant, config) if config.isolate else run_variant(variant, config)
+            )
     variants = {v: _summary(runs[v]) for v in VARIANTS}
     erm = variants["erm"]
-    ratios = {
-        v: {q: _ratio(variants[v][q], erm[q]) for q in RATIO_QUANTITIES}
-        for v in VARIANTS
-    }
+    ratios = {v: {q: _ratio(variants[v][q], erm[q]) for q in RATIO_QUANTITIES} for v in VARIANTS}
     targets = [
         {"variant": v, "metric": q, "ratio": ratios[v][q], "limit": limit,
          "status": "n/a" if ratios[v][q] is None else ("PASS" if ratios[v][q] <= limit else "FAIL")}
@@ -497,7 +507,11 @@ def run_benchmark(
         "config": asdict(config),
         "environment": _environment(config, load_start),
         "memory_method": runs["erm"][0]["memory_method"]
-        + ("" if config.isolate or config.device == "cuda" else "; variants share one process (indicative only)"),
+        + (
+            ""
+            if config.isolate or config.device == "cuda"
+            else "; variants share one process (indicative only)"
+        ),
         "variants": variants,
         "ratios_to_erm": ratios,
         "targets": targets,
@@ -570,9 +584,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's setting)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="rounds of all variants, pooled")
-    parser.add_argument("--in-process", action="store_true",
-                        help="run the variants in this process (faster start; CPU memory figures indicative only)")
+    parser.add_argument(
+        "--repeats", type=int, default=defaults.repeats, help="rounds of all variants, pooled"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the variants in this process (faster start; CPU memory figures indicative only)",
+    )
     parser.add_argument("--profile", action="store_true", help="also time the parts of a step")
     parser.add_argument("--out", type=Path, default=None, help="JSON report to write")
     parser.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)  # worker process
