@@ -236,11 +236,11 @@ class DistillationObjective(nn.Module):
             f"kd_{name}": self.stage_weights[name] * loss
             for name, loss in self.stage_loss(student_features, targets).items()
         }
-        probe_fit = getattr(self.stage_loss, "probe_fit_losses", None)
-        if probe_fit is not None and getattr(self.stage_loss, "probe_fit", None) == "labels":
+        if getattr(self.stage_loss, "probe_fit", None) == "labels":
             if labels is None:
                 raise ValueError("student probes fitted to the labels need the batch labels")
-            terms.update({f"probe_{s}": loss for s, loss in probe_fit(student_features, labels).items()})
+            fitted = self.stage_loss.probe_fit_losses(student_features, labels)
+            terms.update({f"probe_{stage}": loss for stage, loss in fitted.items()})
         if self.logit_weight:
             terms["kd_logits"] = self.logit_weight * kl_divergence(
                 student_logits, targets["logits"], self.temperature
