@@ -111,7 +111,9 @@ class EpochScores:
     def __init__(self, parser, workflow_network, teacher_network, device):
         datalist = parser.get_parsed_content("datalist")
         seed = parser.get_parsed_content("seed")
-        test = load_role(datalist, parser.get_parsed_content("test_role") if "test_role" in parser else "test")
+        test = load_role(
+            datalist, parser.get_parsed_content("test_role") if "test_role" in parser else "test"
+        )
         teacher_items = load_role(datalist, "teacher")
         _, clean_held = split_holdout(teacher_items, 0.2, seed)
         validation = load_role(datalist, "validation")
@@ -123,7 +125,9 @@ class EpochScores:
             "clean_held_out": _loader(parser, clean_held, "never"),
         }
         self.network, self.device = workflow_network, device
-        self.teacher = {name: _predict(teacher_network, loader, device) for name, loader in self.loaders.items()}
+        self.teacher = {
+            name: _predict(teacher_network, loader, device) for name, loader in self.loaders.items()
+        }
         self.rows: list[dict] = []
 
     def scores(self, network) -> dict:
@@ -200,7 +204,11 @@ def tables(results: list[dict], references: dict) -> str:
     for result in results:
         for label, signal in SELECTIONS.items():
             row = selected(result["epochs"], signal)
-            gap = (row["bias_inverted_auc"] - erm) / (ref - erm) if erm is not None and ref is not None else None
+            gap = (
+                (row["bias_inverted_auc"] - erm) / (ref - erm)
+                if erm is not None and ref is not None
+                else None
+            )
             lines.append(
                 f"| {result['variant']} | {label} | {row['epoch']} | {row['bias_inverted_auc']:.3f} | "
                 f"{row['bias_free_auc']:.3f} | {row['cf_delta_tpr']:.2f} | {'' if gap is None else f'{gap:.0%}'} |"
@@ -226,16 +234,23 @@ def _reference_aucs(root: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", default="runs/experiment", help="output folder of a finished experiment")
+    parser.add_argument(
+        "--experiment", default="runs/experiment", help="output folder of a finished experiment"
+    )
     parser.add_argument("--scenario", default="localized2d")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every variant (JSON values)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="extra key=value overrides for every variant (JSON values)"
+    )
     parser.add_argument("--resume", action="store_true", help="reuse the epochs.json of finished variants")
     parser.add_argument("--out", help="write the markdown tables here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     root = Path(args.experiment).absolute() / args.scenario
-    extra = {k: json.loads(v) if v[:1] in '[{0123456789-tfn"' else v for k, v in (s.split("=", 1) for s in args.set)}
+    extra = {
+        k: json.loads(v) if v[:1] in '[{0123456789-tfn"' else v
+        for k, v in (s.split("=", 1) for s in args.set)
+    }
     results = []
     for name in args.variants:
         folder = root / ("diag_" + "".join(c if c.isalnum() else "_" for c in name))
