@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict] = {
     "init from teacher": {"init_from_teacher": True},
     "init from teacher, no CE": {"init_from_teacher": True, "task_weight": 0.0},
     "init from teacher, CE ramp 3": {"init_from_teacher": True, "task_ramp_epochs": 3},
+    "CE weight 0.3": {"task_weight": 0.3},
+    "init from teacher, CE weight 0.3": {"init_from_teacher": True, "task_weight": 0.3},
     "logits 10": {"logit_weight": 10.0},
     "logits 10, lr 3e-4": {"logit_weight": 10.0, "learning_rate": 0.0003},
     "logits 10, no T^2 (T=1)": {"logit_weight": 10.0, "temperature": 1.0},
