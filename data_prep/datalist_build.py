@@ -83,7 +83,7 @@ def build_datalist(
         group: column kept whole inside one role (e.g. ``patient``); also copied to items.
         strata: columns kept in proportion in every role.
         teacher_eligible: boolean column; the teacher is drawn only from rows where it is True.
-        drop_missing: drop samples whose image is missing or unreadable instead of failing.
+        drop_missing: drop samples whose image is missing, unreadable or not finite instead of failing.
         overwrite: replace an existing datalist.
         progress: show progress bars.
         verbose: print the summary.
@@ -93,7 +93,7 @@ def build_datalist(
 
     Raises:
         ValueError: a required column is missing, a label is not 0/1, ids repeat, images are
-            missing/unreadable (without ``drop_missing``), a group spans roles, or the split
+            missing/unreadable/non-finite (without ``drop_missing``), a group spans roles, or the split
             does not fit.
         FileExistsError: the datalist exists and ``overwrite`` is False.
     """
@@ -121,8 +121,8 @@ def build_datalist(
     if problems:
         message = bad_images_message(paths, problems, len(table))
         if not drop_missing:
-            raise ValueError(f"{message}. Pass --drop-missing (drop_missing=True) to leave them out.")
-        print(f"dropped {len(problems)} sample(s) with missing or unreadable images ({message})")
+            raise ValueError(f"{message}\nPass --drop-missing (drop_missing=True) to leave them out.")
+        print(f"dropped {len(problems)} sample(s) with unusable images: {message}")
         table = table.drop(index=list(problems)).reset_index(drop=True)
     if group:
         _check_groups_within_roles(table, group)
