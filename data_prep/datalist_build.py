@@ -121,7 +121,7 @@ def build_datalist(
     if problems:
         message = bad_images_message(paths, problems, len(table))
         if not drop_missing:
-            raise ValueError(f"{message}\nPass --drop-missing (drop_missing=True) to leave them out.")
+            raise ValueError(f"{message}. Pass --drop-missing (drop_missing=True) to leave them out.")
         print(f"dropped {len(problems)} sample(s) with unusable images: {message}")
         table = table.drop(index=list(problems)).reset_index(drop=True)
     if group:

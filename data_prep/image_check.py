@@ -79,8 +79,6 @@ def find_bad_images(paths: Sequence[str | Path], progress: bool = True) -> dict[
 
 
 def bad_images_message(paths: Sequence[str | Path], problems: dict[int, str], total: int) -> str:
-    """One message naming every bad file (one per line) with its reason, after how many there are."""
-    listed = "".join(f"\n  {paths[i]} ({problems[i]})" for i in sorted(problems))
-    return (
-        f"{len(problems)} of {total} referenced image file(s) are missing, unreadable or not finite:{listed}"
-    )
+    """One message naming every bad file with its reason, after how many there are."""
+    listed = "; ".join(f"{paths[i]} ({problems[i]})" for i in sorted(problems))
+    return f"{len(problems)} of {total} referenced image file(s) are missing, unreadable or not finite: {listed}"
