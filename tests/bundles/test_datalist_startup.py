@@ -54,3 +54,8 @@ def test_rgb_image_in_a_one_channel_bundle_stops_at_start_up(tiny_datalist_2d, t
     path = _variant(tiny_datalist_2d, tmp_path, lambda c: c["train"][0].update(image=str(rgb)))
     message = _start_up_error(tiny_settings(path, tmp_path / "runs"))
     assert f"'{rgb}' has 3 channel(s)" in message and "in_channels=1" in message
+
+
+def test_volumes_in_a_2d_bundle_stop_at_start_up(tiny_datalist_3d, tmp_path):
+    message = _start_up_error(tiny_settings(tiny_datalist_3d, tmp_path / "runs", spatial_dims=2))
+    assert ".nii.gz' has 3 spatial dimension(s)" in message and "--spatial_dims 3" in message
