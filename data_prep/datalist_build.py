@@ -26,6 +26,7 @@ from data_prep.splits import ROLE_ORDER, SplitSpec, assign_roles
 REQUIRED_COLUMNS = ("image", "label", "id")
 MISSING_TEXT = "unknown"
 MISSING_NUMBER = -1
+MAX_SHOWN = 10
 
 
 def _json_value(value):
@@ -52,6 +53,18 @@ def _check_groups_within_roles(table: pd.DataFrame, group: str) -> None:
         raise ValueError(
             f"{len(spanning)} {group}(s) appear both in a source-defined role and elsewhere "
             f"(e.g. {spanning[:5]}); a {group} must stay inside one role"
+        )
+
+
+def _check_unique_images(table: pd.DataFrame) -> None:
+    """Raise if one image file belongs to several samples (they could land in two roles: leakage)."""
+    files = pd.Series([os.path.normpath(os.path.abspath(p)) for p in table["image"]], index=table.index)
+    shared = files[files.duplicated(keep=False)]
+    if len(shared):
+        groups = table.loc[shared.index, "id"].groupby(shared).apply(list)
+        shown = "; ".join(f"{path} (ids {ids})" for path, ids in list(groups.items())[:MAX_SHOWN])
+        raise ValueError(
+            f"{len(groups)} image file(s) belong to more than one sample (each image must be one sample): {shown}"
         )
 
 
@@ -92,7 +105,7 @@ def build_datalist(
         path of the written datalist.
 
     Raises:
-        ValueError: a required column is missing, a label is not 0/1, ids repeat, images are
+        ValueError: a required column is missing, a label is not 0/1, ids or image files repeat, images are
             missing/unreadable/non-finite (without ``drop_missing``), a group spans roles, or the split
             does not fit.
         FileExistsError: the datalist exists and ``overwrite`` is False.
@@ -115,6 +128,7 @@ def build_datalist(
     table["label"] = table["label"].astype(int)
     table["id"] = table["id"].astype(str)
     check_unique_ids(table["id"], what="samples")
+    _check_unique_images(table)
 
     paths = [str(p) for p in table["image"]]
     problems = find_bad_images(paths, progress=progress)
