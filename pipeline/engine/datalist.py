@@ -98,8 +98,10 @@ def role_overlaps(datalist: str | Path) -> list[str]:
     path = _datalist_path(datalist)
     content = _read_json(path)
     roles = {k: v for k, v in content.items() if isinstance(v, list)}
-    split = content.get("metadata", {}).get("split", {}) if isinstance(content.get("metadata"), dict) else {}
-    expected = {frozenset(("train", "teacher"))} if split.get("teacher_disjoint") is False else set()
+    metadata = content.get("metadata")
+    split = metadata.get("split") if isinstance(metadata, dict) else None
+    teacher_in_train = isinstance(split, dict) and split.get("teacher_disjoint") is False
+    expected = {frozenset(("train", "teacher"))} if teacher_in_train else set()
     keys = {}
     for role, items in roles.items():
         ids = {str(item["id"]) for item in items if isinstance(item, dict) and "id" in item}
