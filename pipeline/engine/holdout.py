@@ -11,7 +11,7 @@ def _rank(seed: int, sample_id) -> str:
 
 
 def split_holdout(items: Sequence[dict], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Split ``items`` into (fit, held_out): ``fraction`` of each label held out.
+    """Split ``items`` into (fit, held_out): ``fraction`` of each label held out (at least one).
 
     The choice depends only on (seed, id), the label and the label's count, not on the order of
     ``items``: the same in every run and process.
@@ -25,7 +25,7 @@ def split_holdout(items: Sequence[dict], fraction: float, seed: int = 0) -> tupl
     held_ids = set()
     for label in sorted({int(item["label"]) for item in items}):
         group = sorted((i for i in items if int(i["label"]) == label), key=lambda i: _rank(seed, i["id"]))
-        count = int(round(fraction * len(group)))
+        count = max(1, int(round(fraction * len(group))))
         if not 0 < count < len(group):
             raise ValueError(
                 f"holdout fraction {fraction} of the {len(group)} item(s) with label {label} holds out {count}: "
