@@ -78,15 +78,36 @@ class TeacherAgreement(Metric):
         return float(-self._kl_sum / self._count)
 
 
-SELECTIONS = ("teacher_agreement", "val_auc")
+class ValidationRound(Metric):
+    """The number of validation rounds so far: as a key metric it makes ``model.pt`` the last
+    validated epoch's network (each round scores higher than every earlier one)."""
+
+    def __init__(self, output_transform: Callable = lambda output: output) -> None:
+        self._rounds = 0
+        super().__init__(output_transform=output_transform, device="cpu")
+
+    def reset(self) -> None:
+        pass
+
+    def update(self, output) -> None:
+        pass
+
+    def compute(self) -> float:
+        self._rounds += 1
+        return float(self._rounds)
+
+
+SELECTIONS = ("final", "teacher_agreement", "val_auc")
 
 
 def selection_metrics(selection: str, teacher: nn.Module, device=None) -> tuple[dict, dict]:
     """(key metric, additional metrics) of the student's validation: the key one selects ``model.pt``.
 
-    ``teacher_agreement``: :class:`TeacherAgreement` on the validation images (``val_agreement``);
-    ``val_auc``: the validation AUC, which rewards the shortcut on biased validation data. The
-    validation AUC is computed in both cases (logs, early stopping).
+    ``final``: the last validated epoch (``val_round``); ``teacher_agreement``:
+    :class:`TeacherAgreement` on the validation images (``val_agreement``), which favours the
+    epochs closest to the teacher (with a cross-entropy ramp or a student started from the
+    teacher: the first ones); ``val_auc``: the validation AUC, which rewards the shortcut on biased
+    validation data. The validation AUC is computed in every case (logs, early stopping).
 
     Raises:
         ValueError: an unknown ``selection``.
@@ -96,6 +117,8 @@ def selection_metrics(selection: str, teacher: nn.Module, device=None) -> tuple[
     val_auc = {"val_auc": ROCAUC(output_transform=from_engine(["pred", "label"]))}
     if selection == "val_auc":
         return val_auc, {}
+    if selection == "final":
+        return {"val_round": ValidationRound()}, val_auc
     if selection == "teacher_agreement":
         return {"val_agreement": TeacherAgreement(teacher, device=device)}, val_auc
     raise ValueError(f"selection '{selection}' is unknown; choose one of {list(SELECTIONS)}")

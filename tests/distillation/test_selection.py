@@ -43,6 +43,18 @@ def test_agreement_reads_decollated_evaluator_output():
     assert metric.compute() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_final_selection_scores_every_round_above_the_last():
+    key, extra = selection_metrics("final", build_network("small_cnn"))
+    ((name, metric),) = key.items()
+    assert name == "val_round" and list(extra) == ["val_auc"]
+    scores = []
+    for _ in range(3):
+        metric.reset()
+        metric.update(None)
+        scores.append(metric.compute())
+    assert scores == sorted(scores) and len(set(scores)) == 3
+
+
 def test_selection_names():
     teacher = build_network("small_cnn")
     key, extra = selection_metrics("teacher_agreement", teacher)
