@@ -105,12 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     isic.add_argument("--root", required=True, help="folder holding the ISIC-2017_* folders and CSVs")
     isic.add_argument("--task", default="melanoma", choices=isic2017.TASKS, help="positive class (vs the rest)")
 
-    simba = sources.add_parser("simba", help="read a SimBA CSV (filepath, class_label, bias_label)",
-                               description="SimBA dataset to datalist; bias_label is kept as 'bias'.")
+    simba = sources.add_parser("simba", help="read SimBA CSVs (filepath/filename, class_label, bias_label)",
+                               description="SimBA dataset to datalist; bias = bias_label is not the 'no bias' code.")
     _common(simba, test_fraction=0.2, real=True)
     simba.add_argument("--csv", required=True, help="SimBA CSV to split (or the training CSV)")
     simba.add_argument("--val-csv", help="SimBA validation CSV (then --val-fraction is ignored)")
     simba.add_argument("--test-csv", help="SimBA test CSV (then --test-fraction is ignored)")
+    simba.add_argument("--image-root",
+                       help="folder holding the volumes, found by the CSVs' `filename` (SimBA's `filepath` is an "
+                       "absolute path of the machine that generated them); default: use `filepath`")
+    simba.add_argument("--no-bias-label", type=int, choices=(0, 1, 2, 3),
+                       help="bias_label code meaning 'no bias' (default: 0 for 0/1 codes, 3 for SimBA's multi-bias 0-3)")
     simba.add_argument("--teacher-any-bias", action="store_true",
                        help="allow biased volumes in the teacher (default: bias-free only)")
     return parser
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace):
     if args.source == "isic2017":
         return isic2017.prepare(args.root, args.out, task=args.task, drop_missing=args.drop_missing, **common)
     return simba_source.prepare(args.csv, args.out, val_csv=args.val_csv, test_csv=args.test_csv,
-                                teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common)
+                                image_root=args.image_root, no_bias_label=args.no_bias_label, teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
