@@ -28,14 +28,19 @@ def _teacher_size(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _common(parser: argparse.ArgumentParser, test_fraction: float, real: bool) -> None:
+def _common(parser: argparse.ArgumentParser, test_fraction: float, real: bool, whole: str = "") -> None:
+    """Options every source shares; ``whole``: the unit kept whole in one role (e.g. "patients")."""
     parser.add_argument("--out", required=True, help="output folder (datalist.json, datalist_summary.csv)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits (and generation)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of the pool for validation")
     parser.add_argument("--test-fraction", type=float, default=test_fraction, help="share of the pool for test")
+    kept_whole = (
+        f"; {whole} are kept whole, so the teacher and the other roles can hold a few images more or fewer than "
+        f"requested (less than one of the {whole}' images per class)" if whole else ""
+    )  # fmt: skip
     parser.add_argument("--teacher-size", type=_teacher_size, default=0.1,
-                        help="teacher (clean subset) size: a count (500) or a fraction of the pool (0.1)")
+                        help=f"teacher (clean subset) size: a count (500) or a fraction of the pool (0.1){kept_whole}")
     parser.add_argument("--teacher-from-train", action="store_true",
                         help="draw the teacher from the training list instead of holding it out")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -90,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chex = sources.add_parser("chexpert", help="read CheXpert (train.csv/valid.csv)",
                               description="CheXpert to datalist with patient-level splits.")
-    _common(chex, test_fraction=0.0, real=True)
+    _common(chex, test_fraction=0.0, real=True, whole="patients")
     chex.add_argument("--root", required=True, help="dataset folder holding train.csv and valid.csv")
     chex.add_argument("--finding", default="Pleural Effusion", choices=chexpert.FINDINGS)
     chex.add_argument("--uncertain", default="zeros", choices=chexpert.UNCERTAIN_POLICIES,
