@@ -128,7 +128,9 @@ def prebiased_items(
     if mode == "as_trained":
         return list(items)
     labels = [_class_index(item[label_key], 2) for item in items]
-    members = {(c, b): [i for i, (lab, f) in enumerate(zip(labels, flags)) if (lab, f) == (c, b)] for c in (0, 1) for b in (0, 1)}
+    members: dict[tuple[int, int], list[int]] = {(c, b): [] for c in (0, 1) for b in (0, 1)}
+    for index, group in enumerate(zip(labels, flags)):
+        members[group].append(index)
     rates = {c: len(members[c, 1]) / max(1, len(members[c, 0]) + len(members[c, 1])) for c in (0, 1)}
     rng = np.random.default_rng(_stable_int(seed, "inverted") % 2**32)
     chosen: list[int] = []
