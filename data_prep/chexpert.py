@@ -91,7 +91,7 @@ def read_table(root: Path, csv_name: str, finding: str, uncertain: str, frontal_
         "id": [str(PurePosixPath(*PurePosixPath(p.replace("\\", "/")).parts[-3:]).with_suffix("")) for p in paths],
         "patient": [patient_id(p) for p in paths],
         "sex": frame["Sex"].fillna("Unknown").astype(str).to_numpy(),
-        "age": pd.to_numeric(frame["Age"], errors="coerce").round().astype("Int64").to_numpy(),
+        "age": pd.to_numeric(frame["Age"], errors="coerce").round().astype("Int64").array,
         "view": frame["Frontal/Lateral"].fillna("Unknown").astype(str).to_numpy(),
         "projection": frame["AP/PA"].fillna("Unknown").astype(str).to_numpy(),
     })
@@ -127,7 +127,9 @@ def prepare(
         valid_role: ``valid.csv`` becomes ``test`` (default), ``validation``, or joins the
             pool that is split (``pool``); the fraction of the role it fills is ignored.
         seed, val_fraction, test_fraction, teacher_size, teacher_disjoint: see
-            :class:`SplitSpec`; fractions apply to the pool (train.csv), by patient. With
+            :class:`SplitSpec`; fractions apply to the pool (train.csv), by patient. Whole
+            patients are kept in one role, so a role can hold a few images more or fewer than
+            requested (less than one patient's images per class). With
             ``valid_role="validation"`` pass ``test_fraction`` to split a test set off train.csv.
         drop_missing: leave out rows whose image is missing or unreadable.
         overwrite: replace an existing datalist.

@@ -28,14 +28,19 @@ def _teacher_size(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _common(parser: argparse.ArgumentParser, test_fraction: float, real: bool) -> None:
+def _common(parser: argparse.ArgumentParser, test_fraction: float, real: bool, whole: str = "") -> None:
+    """Options every source shares; ``whole``: the unit kept whole in one role (e.g. "patients")."""
     parser.add_argument("--out", required=True, help="output folder (datalist.json, datalist_summary.csv)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits (and generation)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of the pool for validation")
     parser.add_argument("--test-fraction", type=float, default=test_fraction, help="share of the pool for test")
+    kept_whole = (
+        f"; {whole} are kept whole, so the teacher and the other roles can hold a few images more or fewer than "
+        f"requested (less than one of the {whole}' images per class)" if whole else ""
+    )  # fmt: skip
     parser.add_argument("--teacher-size", type=_teacher_size, default=0.1,
-                        help="teacher (clean subset) size: a count (500) or a fraction of the pool (0.1)")
+                        help=f"teacher (clean subset) size: a count (500) or a fraction of the pool (0.1){kept_whole}")
     parser.add_argument("--teacher-from-train", action="store_true",
                         help="draw the teacher from the training list instead of holding it out")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -90,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chex = sources.add_parser("chexpert", help="read CheXpert (train.csv/valid.csv)",
                               description="CheXpert to datalist with patient-level splits.")
-    _common(chex, test_fraction=0.0, real=True)
+    _common(chex, test_fraction=0.0, real=True, whole="patients")
     chex.add_argument("--root", required=True, help="dataset folder holding train.csv and valid.csv")
     chex.add_argument("--finding", default="Pleural Effusion", choices=chexpert.FINDINGS)
     chex.add_argument("--uncertain", default="zeros", choices=chexpert.UNCERTAIN_POLICIES,
@@ -105,12 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     isic.add_argument("--root", required=True, help="folder holding the ISIC-2017_* folders and CSVs")
     isic.add_argument("--task", default="melanoma", choices=isic2017.TASKS, help="positive class (vs the rest)")
 
-    simba = sources.add_parser("simba", help="read a SimBA CSV (filepath, class_label, bias_label)",
-                               description="SimBA dataset to datalist; bias_label is kept as 'bias'.")
+    simba = sources.add_parser("simba", help="read SimBA CSVs (filepath/filename, class_label, bias_label)",
+                               description="SimBA dataset to datalist; bias = bias_label is not the 'no bias' code.")
     _common(simba, test_fraction=0.2, real=True)
     simba.add_argument("--csv", required=True, help="SimBA CSV to split (or the training CSV)")
     simba.add_argument("--val-csv", help="SimBA validation CSV (then --val-fraction is ignored)")
     simba.add_argument("--test-csv", help="SimBA test CSV (then --test-fraction is ignored)")
+    simba.add_argument("--image-root",
+                       help="folder holding the volumes, found by the CSVs' `filename` (SimBA's `filepath` is an "
+                       "absolute path of the machine that generated them); default: use `filepath`")
+    simba.add_argument("--no-bias-label", type=int, choices=(0, 1, 2, 3),
+                       help="bias_label code meaning 'no bias' (default: 0 for 0/1 codes, 3 for SimBA's multi-bias 0-3)")
     simba.add_argument("--teacher-any-bias", action="store_true",
                        help="allow biased volumes in the teacher (default: bias-free only)")
     return parser
@@ -140,7 +150,7 @@ def run(args: argparse.Namespace):
     if args.source == "isic2017":
         return isic2017.prepare(args.root, args.out, task=args.task, drop_missing=args.drop_missing, **common)
     return simba_source.prepare(args.csv, args.out, val_csv=args.val_csv, test_csv=args.test_csv,
-                                teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common)
+                                image_root=args.image_root, no_bias_label=args.no_bias_label, teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,9 @@ Expected under ``root`` (as unpacked from the challenge archives)::
     ISIC-2017_Validation_Data/, ISIC-2017_Validation_Part3_GroundTruth.csv      (optional)
     ISIC-2017_Test_v2_Data/, ISIC-2017_Test_v2_Part3_GroundTruth.csv            (optional)
 
+An image folder unzipped twice (``ISIC-2017_Training_Data/ISIC-2017_Training_Data/*.jpg``, as
+unzipping the archive into a folder of its own name gives) is found as well.
+
 The official validation and test parts, when present, become the ``validation`` and ``test``
 roles; otherwise those roles are split from the training part.
 """
@@ -34,6 +37,8 @@ def find_part(root: Path, part: str) -> tuple[Path, Path] | None:
     """
     for name in PARTS[part]:
         folder = root / f"ISIC-2017_{name}_Data"
+        if (folder / folder.name).is_dir() and not any(folder.glob("*.jpg")):  # unzipped twice
+            folder = folder / folder.name
         truth = root / f"ISIC-2017_{name}_Part3_GroundTruth.csv"
         if folder.is_dir() and truth.is_file():
             return folder, truth
@@ -64,17 +69,16 @@ def read_part(folder: Path, truth: Path, task: str, role: str | None) -> pd.Data
         "role": role,
     })
     metadata_csv = next(
-        (p for p in (folder / f"{folder.name}_metadata.csv", folder.parent / f"{folder.name}_metadata.csv") if p.is_file()),
-        None,
+        (p for p in (d / f"{folder.name}_metadata.csv" for d in (folder, *folder.parents[:2])) if p.is_file()), None
     )
     if metadata_csv is not None:
         extra = pd.read_csv(metadata_csv).drop_duplicates("image_id").set_index("image_id")
         age = extra.get("age_approximate", pd.Series(dtype=object))
         sex = extra.get("sex", pd.Series(dtype=object))
-        table["age"] = pd.to_numeric(age.reindex(table["id"]), errors="coerce").round().astype("Int64").to_numpy()
+        table["age"] = pd.to_numeric(age.reindex(table["id"]), errors="coerce").round().astype("Int64").array
         table["sex"] = sex.reindex(table["id"]).fillna("unknown").astype(str).to_numpy()
     else:
-        table["age"], table["sex"] = pd.NA, "unknown"
+        table["age"], table["sex"] = pd.array([pd.NA] * len(table), dtype="Int64"), "unknown"
     return table
 
 

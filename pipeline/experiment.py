@@ -200,9 +200,30 @@ def write_report(config: ExperimentConfig, output: Path) -> Path:
         from pipeline.experiment_figures import layer_and_saliency_figures
 
         extra = layer_and_saliency_figures(config, output, report_dir)
-    build_report(prediction_runs(config, output), report_dir, extra_figures=extra)
+    build_report(prediction_runs(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output))
     write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
     return report_dir
+
+
+def test_set_notes(config: ExperimentConfig, output: Path) -> dict[str, str]:
+    """Per pre-biased scenario, which test sets its data allowed (from each method's ``eval/test_sets.json``)."""
+    from pipeline.engine.evaluation import TEST_SETS_FILE
+
+    notes = {}
+    for scenario in config.scenarios:
+        paths = [output / scenario / m / "eval" / TEST_SETS_FILE for m in ordered_methods(config.methods)]
+        records = [json.loads(p.read_text()) for p in paths if p.is_file()]
+        if not any(r["prebiased"] for r in records):
+            continue
+        evaluated = list(dict.fromkeys(name for r in records for name in r["evaluated"]))
+        missing = {name: why for r in records for name, why in r["not_possible"].items() if name not in evaluated}
+        notes[scenario] = (
+            "Pre-biased data: the bias is in the images and its flag comes from the datalist (nothing injected); "
+            "the test sets are the test role's existing groups (bias_inverted: a seeded resample with the two "
+            "classes' bias rates swapped). Evaluated: " + ", ".join(evaluated or ["none"]) + ". Not possible: "
+            + ("; ".join(f"{name} ({why})" for name, why in missing.items()) or "none") + "."
+        )  # fmt: skip
+    return notes
 
 
 def counterfactual_delta_tpr(metrics: Mapping[str, Mapping]) -> float | None:

@@ -39,8 +39,8 @@ def test_images(
     parser: ConfigParser, mode: str, count: int | None = None, role: str = "test"
 ) -> tuple[torch.Tensor, list[dict]]:
     """A batch of ``role`` images seen through the run's injection in ``mode`` (and their items)."""
-    items = load_role(parser.get_parsed_content("datalist"), role)[:count]
     injection = ShortcutInjectiond(**parser.get_parsed_content("injection"), mode=mode)
+    items = injection.select(load_role(parser.get_parsed_content("datalist"), role))[:count]
     transform = Compose(
         [*parser.get_parsed_content("preprocessing"), injection, *parser.get_parsed_content("finishing")]
     )
@@ -70,7 +70,7 @@ def layer_and_saliency_figures(config, output: Path, report_dir: Path) -> dict[s
             path = report_dir / "figures" / f"saliency_{scenario}.png"
             saliency_grid(networks, images, path, spatial_dims=spatial_dims)
             figures[f"Saliency ({scenario}, bias-inverted test images)"] = path
-        if config.layer_analysis:
+        if config.layer_analysis and first.get_parsed_content("artifact") is not None:  # needs counterfactual pairs
             figures.update(_layer_figures(scenario, parsers, networks, report_dir))
     if config.layer_analysis:
         comparison = scenario_layer_comparison(report_dir, config.scenarios)

@@ -220,7 +220,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
-def _markdown(results: pd.DataFrame, figures: Mapping[str, list[tuple[str, str]]], extra: Mapping[str, str]) -> str:
+def _markdown(
+    results: pd.DataFrame, figures: Mapping[str, list[tuple[str, str]]], extra: Mapping[str, str],
+    notes: Mapping[str, str],
+) -> str:  # fmt: skip
     settings = results.iloc[0]
     lines = [
         "# Shortcut evaluation report",
@@ -240,7 +243,8 @@ def _markdown(results: pd.DataFrame, figures: Mapping[str, list[tuple[str, str]]
         methods = _ordered(part["method"])
         test_sets = _ordered(part["test_set"], KNOWN_TEST_SETS)
         lookup = {(r["method"], r["test_set"]): r for _, r in part.iterrows()}
-        lines += ["", f"## Scenario `{scenario}`", "", "### AUC [95% CI] by test set", ""]
+        lines += ["", f"## Scenario `{scenario}`"] + (["", notes[scenario]] if notes.get(scenario) else [])
+        lines += ["", "### AUC [95% CI] by test set", ""]
         lines += _table(
             ["method", *test_sets],
             [
@@ -347,6 +351,7 @@ def build_report(
     n_bins: int = 10,
     stratified: bool = True,
     extra_figures: Mapping[str, str | Path] | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Compute every metric of every run and write results.csv, results.md and figures/ into ``out_dir``.
 
@@ -362,6 +367,8 @@ def build_report(
         stratified: stratified (by label) bootstrap.
         extra_figures: title -> path of figures made elsewhere (layer curves, saliency grids),
             linked at the end of results.md.
+        notes: scenario -> a paragraph written under the scenario's heading (e.g. which test sets
+            pre-biased data allowed).
 
     Returns:
         Written files, keyed by their path relative to ``out_dir``.
@@ -391,7 +398,7 @@ def build_report(
     written = {link: out_dir / link for scenario_links in links.values() for _, link in scenario_links}
     written[RESULTS_CSV] = write_csv(results, out_dir / RESULTS_CSV)
     with atomic_path(out_dir / RESULTS_MD) as tmp:
-        tmp.write_text(_markdown(results, links, extra), encoding="utf-8")
+        tmp.write_text(_markdown(results, links, extra, notes or {}), encoding="utf-8")
     written[RESULTS_MD] = out_dir / RESULTS_MD
     return written
 

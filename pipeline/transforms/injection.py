@@ -6,6 +6,12 @@ The artifact's random parts (noise, random position, bias-field coefficients) ar
 (seed, sample id) too, so "always" and "never" runs make counterfactual pairs that differ only by
 the artifact. Because the output depends only on the item and the seed, ``ShortcutInjectiond`` is
 not a randomizable transform and a CacheDataset may cache it.
+
+Pre-biased data (``artifact=None``): datasets whose bias is already in the images (SimBA as
+published) carry the bias flag in the datalist. Nothing is injected; each mode sees the items of
+the matching existing group instead (:meth:`ShortcutInjectiond.select`, :func:`prebiased_items`):
+"as_trained" all items, "never" the bias-free ones, "always" the biased ones, "inverted" a seeded
+resample in which each class has the other class's bias rate. There are no counterfactual pairs.
 """
 
 from __future__ import annotations
@@ -80,6 +86,63 @@ def _check_rates(rates: Any) -> tuple[float, ...]:
     if not values:
         raise ValueError("rates must give a probability for at least one class, got none.")
     return tuple(check_number(r, "rates", 0.0, 1.0) for r in values)
+
+
+def _bias_flag(item: Mapping, bias_key: str) -> int:
+    """The 0/1 bias flag a pre-biased datalist item carries."""
+    if bias_key not in item:
+        raise ValueError(
+            f"pre-biased data (artifact: null) reads the bias flag from item key {bias_key!r}, absent in item "
+            f"{item.get('id', '?')!r} (keys: {sorted(map(str, item))}); write it with data_prep (e.g. "
+            "`python -m data_prep simba`), or configure an artifact to inject."
+        )
+    value = item[bias_key]
+    if isinstance(value, (np.ndarray, torch.Tensor)) and int(np.prod(value.shape)) == 1:
+        value = value.reshape(-1)[0].item()
+    if isinstance(value, bool) or value not in (0, 1):
+        raise ValueError(f"item {item.get('id', '?')!r} has {bias_key}={value!r}; a bias flag is 0 or 1.")
+    return int(value)
+
+
+def prebiased_items(
+    items: Sequence[Mapping],
+    mode: str,
+    seed: int = 0,
+    label_key: str = "label",
+    bias_key: str = "bias",
+) -> list:
+    """The items of pre-biased data that ``mode`` sees (the images already hold the bias).
+
+    "as_trained": all items; "never": bias 0; "always": bias 1; "inverted": for each class, the
+    largest subsample (without repetition, drawn with ``seed``) whose bias rate is the other
+    class's rate in ``items``, so the bias/class correlation is reversed. Item order is kept.
+
+    Raises:
+        ValueError: an unknown mode, an item without a 0/1 bias flag, or "inverted" for labels other
+            than the two classes 0 and 1.
+    """
+    check_choice(mode, "mode", MODES)
+    flags = [_bias_flag(item, bias_key) for item in items]
+    if mode in ("never", "always"):
+        return [item for item, flag in zip(items, flags) if flag == int(mode == "always")]
+    if mode == "as_trained":
+        return list(items)
+    labels = [_class_index(item[label_key], 2) for item in items]
+    members: dict[tuple[int, int], list[int]] = {(c, b): [] for c in (0, 1) for b in (0, 1)}
+    for index, group in enumerate(zip(labels, flags)):
+        members[group].append(index)
+    rates = {c: len(members[c, 1]) / max(1, len(members[c, 0]) + len(members[c, 1])) for c in (0, 1)}
+    rng = np.random.default_rng(_stable_int(seed, "inverted") % 2**32)
+    chosen: list[int] = []
+    for c in (0, 1):
+        target = rates[1 - c]
+        available = {b: len(members[c, b]) for b in (0, 1)}
+        limits = [available[1] / target if target > 0 else np.inf, available[0] / (1 - target) if target < 1 else np.inf]
+        size = int(np.floor(min(limits) + 1e-9))
+        with_bias = min(available[1], int(round(size * target)))
+        for flag, count in ((1, with_bias), (0, min(available[0], size - with_bias))):
+            chosen += [members[c, flag][i] for i in rng.choice(available[flag], size=count, replace=False)]
+    return [items[i] for i in sorted(chosen)]
 
 
 def build_artifact(artifact: Any) -> Callable:
@@ -188,9 +251,15 @@ class ShortcutInjectiond(MapTransform):
     adds the artifact to `keys` when the decision says so (same draw for every key) and records the
     decision as ``item[bias_key]`` (int 0/1, in every mode).
 
+    With ``artifact=None`` (pre-biased data) the images pass through unchanged and ``bias`` is
+    the item's own flag, which must agree with the mode ("never": 0, "always": 1): feed it the
+    items :meth:`select` returns.
+
     Args:
         keys: image keys that get the artifact.
-        artifact, rates, mode, seed, per_sample_artifact_seed: see :class:`ShortcutInjection`.
+        artifact: see :class:`ShortcutInjection`; None: the data is pre-biased (nothing injected).
+        rates, mode, seed, per_sample_artifact_seed: see :class:`ShortcutInjection` (rates unused
+            for pre-biased data).
         label_key: key of the class label (int, or 0-d/1-element array or tensor).
         id_key: key of the sample id (str or int).
         bias_key: key the decision is written to.
@@ -214,16 +283,42 @@ class ShortcutInjectiond(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.injection = ShortcutInjection(artifact, rates, mode, seed, per_sample_artifact_seed)
+        self.prebiased = artifact is None
+        self.mode = check_choice(mode, "mode", MODES)
+        self.seed = seed
+        self.injection = None if self.prebiased else ShortcutInjection(artifact, rates, mode, seed, per_sample_artifact_seed)
         self.label_key, self.id_key, self.bias_key = label_key, id_key, bias_key
+
+    def select(self, items: Sequence[Mapping]) -> list:
+        """The items this mode evaluates: all of them when injecting, else :func:`prebiased_items`."""
+        if not self.prebiased:
+            return list(items)
+        return prebiased_items(items, self.mode, self.seed, self.label_key, self.bias_key)
+
+    def decide_item(self, item: Mapping[Hashable, Any]) -> int:
+        """The item's bias flag in this mode: the injection decision, or the pre-biased item's own flag.
+
+        Raises:
+            ValueError: the label or id key is missing (injection), the flag is missing or not 0/1,
+                or (pre-biased) it contradicts the mode: items not chosen by :meth:`select`.
+        """
+        if self.prebiased:
+            bias = _bias_flag(item, self.bias_key)
+            if self.mode in ("never", "always") and bias != int(self.mode == "always"):
+                raise ValueError(
+                    f"pre-biased item {item.get(self.id_key, '?')!r} has {self.bias_key}={bias} in mode {self.mode!r}: "
+                    "nothing is injected or removed, so pass the items through ShortcutInjectiond.select() first."
+                )
+            return bias
+        for name, key in (("label_key", self.label_key), ("id_key", self.id_key)):
+            if key not in item:
+                raise ValueError(f"{name}={key!r} is not in the item; available keys: {sorted(map(str, item))}.")
+        return self.injection.decide(item[self.label_key], item[self.id_key])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for name, key in (("label_key", self.label_key), ("id_key", self.id_key)):
-            if key not in d:
-                raise ValueError(f"{name}={key!r} is not in the item; available keys: {sorted(map(str, d))}.")
-        bias = self.injection.decide(d[self.label_key], d[self.id_key])
-        if bias:
+        bias = self.decide_item(d)
+        if bias and not self.prebiased:
             for i, key in enumerate(self.key_iterator(d)):
                 d[key] = self.injection.add_artifact(d[key], d[self.id_key], randomize=i == 0)
         d[self.bias_key] = bias

@@ -133,3 +133,26 @@ def test_text_codes_of_known_values_are_accepted(root):
     frame.to_csv(root / "train.csv", index=False)
     table = chexpert.read_table(root, "train.csv", "Pleural Effusion", "ones", frontal_only=False)
     assert table["label"].tolist() == [1, 0, 1, 0] * (len(frame) // 4)
+
+
+def test_teacher_keeps_whole_patients_within_one_patient_of_the_request(root, tmp_path, capsys):
+    path = chexpert.prepare(root, tmp_path / "out", teacher_size=7, frontal_only=True, progress=False, verbose=False)
+    roles, _ = _items(path)
+    images_per_patient = 2  # 2 studies x the frontal view
+    teacher_patients = {i["patient"] for i in roles["teacher"]}
+    others = {i["patient"] for role, items in roles.items() if role != "teacher" for i in items}
+    assert not teacher_patients & others
+    # an odd count cannot be met with 2-image patients; the miss is under one patient's images per class
+    assert len(roles["teacher"]) != 7 and abs(len(roles["teacher"]) - 7) < 2 * images_per_patient
+    with pytest.raises(SystemExit):
+        main(["chexpert", "--help"])
+    assert "patients are kept whole" in " ".join(capsys.readouterr().out.split())
+
+
+def test_ages_are_integers_when_some_are_missing(root, tmp_path):
+    frame = pd.read_csv(root / "train.csv")
+    frame.loc[0, "Age"] = None
+    frame.to_csv(root / "train.csv", index=False)
+    path = chexpert.prepare(root, tmp_path / "out", teacher_size=8, progress=False, verbose=False)
+    ages = [i["age"] for items in _items(path)[0].values() for i in items]
+    assert -1 in ages and all(type(a) is int for a in ages)

@@ -12,8 +12,10 @@ from data_prep import isic2017
 from data_prep.cli import main
 
 
-def _part(root, name, count, first, rng, metadata=True):
+def _part(root, name, count, first, rng, metadata=True, nested=False):
     folder = root / f"ISIC-2017_{name}_Data"
+    if nested:  # the archive unzipped into a folder of its own name
+        folder = folder / folder.name
     folder.mkdir(parents=True)
     rows = []
     for i in range(first, first + count):
@@ -54,7 +56,7 @@ def test_official_parts_become_roles_and_source_unchanged(root, tmp_path):
     assert meta["parameters"]["official_parts"] == ["Training", "Validation", "Test"]
     assert sum(i["label"] for i in roles["train"] + roles["teacher"]) == 10  # melanoma: every 4th
     item = next(i for i in roles["train"] if i["id"] == "ISIC_0000001")
-    assert (item["sex"], item["age"]) == ("male", 55)
+    assert (item["sex"], item["age"]) == ("male", 55) and type(item["age"]) is int
     assert {i["sex"] for i in roles["test"]} == {"unknown"} and {i["age"] for i in roles["test"]} == {-1}
 
 
@@ -67,6 +69,22 @@ def test_training_only_is_split_by_fractions_and_task_switch(tmp_path):
     assert {r: len(v) for r, v in roles.items()} == {"train": 24, "teacher": 4, "validation": 4, "test": 8}
     positives = {i["id"] for r in roles.values() for i in r if i["label"] == 1}
     assert positives == {f"ISIC_{i:07d}" for i in range(1, 40, 4)}
+
+
+def test_image_folders_unzipped_twice_are_found(tmp_path):
+    root = tmp_path / "isic"
+    rng = np.random.default_rng(1)
+    _part(root, "Training", 40, 0, rng, nested=True)
+    _part(root, "Test_v2", 12, 200, rng, nested=True)
+    path = isic2017.prepare(root, tmp_path / "out", teacher_size=4, progress=False, verbose=False)
+    roles, meta = _roles(path)
+    assert {r: len(v) for r, v in roles.items()} == {"train": 32, "teacher": 4, "validation": 4, "test": 12}
+    assert meta["parameters"]["official_parts"] == ["Training", "Test"]
+    item = next(i for r in roles.values() for i in r if i["id"] == "ISIC_0000001")
+    assert (item["sex"], item["age"]) == ("male", 55)  # the metadata CSV inside the inner folder is read
+    assert (path.parent / item["image"]).resolve() == (
+        root / "ISIC-2017_Training_Data" / "ISIC-2017_Training_Data" / "ISIC_0000001.jpg"
+    ).resolve()
 
 
 def test_corrupt_image_is_reported_then_dropped(root, tmp_path, capsys):

@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from simba_layout import AUTHOR_ROOT, write_dataset, write_split
 
 from data_prep import simba_source
 from data_prep.cli import main
@@ -66,7 +67,65 @@ def test_cli_and_bad_csv(tmp_path, capsys):
     csv = _write(tmp_path / "simba", "train.csv", 40)
     assert main(["simba", "--csv", str(csv), "--out", str(tmp_path / "out"), "--teacher-size", "4", "--no-progress"]) == 0
     frame = pd.read_csv(csv)
-    frame.loc[3, "bias_label"] = 2
+    frame.loc[3, "bias_label"] = 5
     frame.to_csv(csv, index=False)
     assert main(["simba", "--csv", str(csv), "--out", str(tmp_path / "out2")]) == 2
-    assert "'bias_label' must hold 0 or 1" in capsys.readouterr().err
+    assert "'bias_label' must hold SimBA's bias codes" in capsys.readouterr().err
+
+
+def test_published_layout_is_found_through_image_root(tmp_path):
+    csvs = write_dataset(tmp_path / "simba")
+    assert all(str(p).startswith(AUTHOR_ROOT) for p in pd.read_csv(csvs["train"])["filepath"])
+    path = simba_source.prepare(csvs["train"], tmp_path / "out", val_csv=csvs["val"], test_csv=csvs["test"],
+                                image_root=tmp_path / "simba" / "data", teacher_size=6, progress=False, verbose=False)
+    content = json.loads(path.read_text())
+    roles = _roles(path)
+    assert {r: len(v) for r, v in roles.items()} == {"train": 34, "teacher": 6, "validation": 12, "test": 20}
+    assert all((path.parent / i["image"]).resolve().parent == (tmp_path / "simba" / "data").resolve()
+               for r in roles.values() for i in r)  # fmt: skip
+    test = pd.read_csv(csvs["test"], index_col=0)
+    by_id = {i["id"]: i for i in roles["test"]}
+    assert {f[: -len(".nii.gz")] for f in test["filename"]} == set(by_id)
+    for _, row in test.iterrows():
+        item = by_id[row["filename"][: -len(".nii.gz")]]
+        assert (item["label"], item["bias"], item["bias_label"]) == (row["class_label"], row["bias_label"], row["bias_label"])
+    assert {i["bias"] for i in roles["teacher"]} == {0}
+    assert content["metadata"]["prebiased"] is True
+    assert content["metadata"]["parameters"]["no_bias_label"] == 0
+
+
+def test_author_paths_without_image_root_are_refused_with_the_remedy(tmp_path, capsys):
+    csvs = write_dataset(tmp_path / "simba")
+    with pytest.raises(ValueError, match="none of the 40 volumes listed exists.*pass --image-root"):
+        simba_source.prepare(csvs["train"], tmp_path / "out", progress=False, verbose=False)
+    assert main(["simba", "--csv", str(csvs["train"]), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--image-root", str(tmp_path / "elsewhere")]) == 2  # fmt: skip
+    assert "is --image-root" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "datalist.json").exists()
+
+
+def test_multi_bias_codes_mark_no_bias_with_3(tmp_path):
+    root = tmp_path / "simba"
+    rows = [(label, code) for label in (0, 1) for code in (0, 1, 2, 3) for _ in range(5)]
+    csv = write_split(root, "train", rows, no_bias=3)
+    path = simba_source.prepare(csv, tmp_path / "out", image_root=root / "data", teacher_size=4,
+                                progress=False, verbose=False)  # fmt: skip
+    items = [i for r in _roles(path).values() for i in r]
+    assert len(items) == 40
+    assert all(i["bias"] == int(i["bias_label"] != 3) for i in items)
+    assert {i["bias_label"] for i in _roles(path)["teacher"]} == {3}
+    # the user can name the code instead of relying on the detection
+    main_args = ["simba", "--csv", str(csv), "--image-root", str(root / "data"), "--teacher-size", "4",
+                 "--no-progress", "--no-bias-label", "0"]  # fmt: skip
+    assert main([*main_args, "--out", str(tmp_path / "out0")]) == 0
+    items = [i for r in _roles(tmp_path / "out0" / "datalist.json").values() for i in r]
+    assert all(i["bias"] == int(i["bias_label"] != 0) for i in items)
+
+
+def test_no_bias_code_detection():
+    assert simba_source.no_bias_code(pd.Series([0, 1, 1])) == 0
+    assert simba_source.no_bias_code(pd.Series([0, 1, 3])) == 3
+    assert simba_source.no_bias_code(pd.Series([0, 2])) == 3
+    with pytest.raises(ValueError, match="no_bias_label must be one of"):
+        simba_source.no_bias_code(pd.Series([0, 1]), 7)
+
