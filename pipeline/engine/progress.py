@@ -1,4 +1,4 @@
-"""One progress display per training run: epochs done, mean loss, validation metric, elapsed and remaining time.
+"""One progress display per training run: epochs, mean loss, validation metric, elapsed and remaining time.
 
 On a terminal it is a tqdm bar redrawn in place; when the output is not a terminal (CI, nohup,
 a file) it prints one line per finished epoch instead, with the same text.
@@ -46,19 +46,24 @@ class EpochProgress:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._start)
-        engine.add_event_handler(Events.EPOCH_STARTED, self._losses.clear)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._record_loss)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._close)
 
     def _start(self, engine: Engine) -> None:
-        stream = self.stream or sys.stdout
-        self._stream, self._first_epoch, self._started = stream, engine.state.epoch, time.monotonic()
-        self._total = engine.state.max_epochs
-        if _is_terminal(stream):
+        self._stream, self._started, self._first_epoch = self.stream or sys.stdout, time.monotonic(), None
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._losses.clear()
+        if self._first_epoch is not None:
+            return
+        # the epochs before this one: a resumed run's checkpoint is loaded after STARTED
+        self._first_epoch, self._total = engine.state.epoch - 1, engine.state.max_epochs
+        if _is_terminal(self._stream):
             self._bar = tqdm(
                 total=self._total, initial=self._first_epoch, desc=self.label, bar_format=BAR_FORMAT,
-                file=stream, leave=True, dynamic_ncols=True,
+                file=self._stream, leave=True, dynamic_ncols=True,
             )  # fmt: skip
 
     def _record_loss(self, engine: Engine) -> None:

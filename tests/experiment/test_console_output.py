@@ -1,4 +1,4 @@
-"""The experiment's console: one progress line per method and epoch, the log lines in a file, the results at the end."""
+"""The experiment's console: a progress line per method and epoch, logs in a file, the results at the end."""
 
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _train(progress: EpochProgress, losses: list[float], epochs: int, auc: list[float]) -> None:
-    """An ignite engine whose iterations return ``losses`` and whose 'validation' sets ``auc[epoch - 1]``."""
+def _train(
+    progress: EpochProgress, losses: list[float], epochs: int, auc: list[float], resume_at: int = 0
+) -> None:
+    """An ignite engine whose iterations return ``losses`` and whose 'validation' sets ``auc[epoch - 1]``;
+    ``resume_at``: epochs already done, set at STARTED after the progress handler (like CheckpointLoader)."""
     trainer = Engine(
         lambda engine, batch: {"loss": torch.tensor(losses[(engine.state.iteration - 1) % len(losses)])}
     )
@@ -38,6 +41,11 @@ def _train(progress: EpochProgress, losses: list[float], epochs: int, auc: list[
         progress.evaluator.state.metrics["val_auc"] = auc[engine.state.epoch - 1]
 
     progress.attach(trainer)
+
+    @trainer.on(Events.STARTED)
+    def load_checkpoint(engine):
+        engine.state.epoch, engine.state.iteration = resume_at, resume_at * len(losses)
+
     trainer.run(range(len(losses)), max_epochs=epochs)
 
 
@@ -66,10 +74,25 @@ def test_on_a_terminal_one_bar_redrawn_in_place():
     assert "teacher: 100%|" in last and "epoch 4/4, loss=0.200, val_auc=0.900" in last
 
 
+def test_a_resumed_run_counts_from_the_loaded_epoch():
+    stream, terminal = io.StringIO(), _Terminal()
+    for out in (stream, terminal):
+        progress = EpochProgress(
+            "erm", evaluator=SimpleNamespace(state=SimpleNamespace(metrics={})), stream=out
+        )
+        _train(progress, losses=[0.4], epochs=4, auc=[0.5, 0.6, 0.7, 0.8], resume_at=2)
+    assert [line.split(",")[0] for line in stream.getvalue().splitlines()] == [
+        "erm: epoch 3/4",
+        "erm: epoch 4/4",
+    ]
+    first_frame = next(frame for frame in terminal.getvalue().split("\r") if frame)
+    assert "erm:  50%|" in first_frame and "epoch 2/4" in first_frame
+
+
 def test_logs_go_to_the_file_and_the_console_set_up_comes_back(tmp_path, capsys):
     from monai.apps import get_logger
 
-    monai_logger = get_logger("monai.handlers.StatsHandler")  # MONAI's own stdout handler
+    monai_logger = get_logger("test_console_output.monai_style")  # made by MONAI: own stdout handler
     root_handlers = logging.getLogger().handlers[:]
     log = tmp_path / "run" / "log.txt"
     with pytest.raises(RuntimeError, match="boom"):
@@ -109,3 +132,17 @@ def test_experiment_console_is_short_and_ends_with_the_results(tiny_datalist_2d,
     assert table.splitlines()[1].split()[:3] == ["method", "in_distribution", "bias_free"]
     assert [line.split()[0] for line in table.splitlines()[2:4]] == ["erm", "reference"]
     assert out.rstrip().splitlines()[-2].endswith(str(output / "report" / "results.md"))
+
+
+def test_a_single_bundle_run_still_prints_monai_logging(tiny_datalist_2d, tmp_path):
+    command = [
+        sys.executable, "-m", "pipeline.bundles", "baseline", "train", "--datalist", str(tiny_datalist_2d),
+        "--image_size", "[32,32]", "--max_epochs", "1", "--batch_size", "16", "--progress_bar", "False",
+        "--tensorboard", "False", "--output_root", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Iter: 1/" in done.stdout and "Metrics -- val_auc" in done.stdout  # MONAI's StatsHandler lines
+    assert "baseline: epoch 1/1" not in done.stdout  # the experiment's progress line is off
+    assert not (tmp_path / "baseline" / "log.txt").exists()
