@@ -6,6 +6,7 @@ a file) it prints one line per finished epoch instead, with the same text.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -61,16 +62,21 @@ class EpochProgress:
         # the epochs before this one: a resumed run's checkpoint is loaded after STARTED
         self._first_epoch, self._total = engine.state.epoch - 1, engine.state.max_epochs
         if _is_terminal(self._stream):
+            # 80x24 where the terminal reports 0x0 (tqdm would draw nothing)
+            size = shutil.get_terminal_size()
             self._bar = tqdm(
                 total=self._total, initial=self._first_epoch, desc=self.label, bar_format=BAR_FORMAT,
-                file=self._stream, leave=True, dynamic_ncols=True,
+                file=self._stream, leave=True, ncols=size.columns, nrows=size.lines,
             )  # fmt: skip
 
     def _record_loss(self, engine: Engine) -> None:
         self._losses.append(float(self.output_transform(engine.state.output)))
+        if self._bar is not None:  # within an epoch: the running mean loss and the elapsed time
+            self._bar.set_postfix_str(self.postfix(), refresh=False)
+            self._bar.update(0)  # redraws at most every `mininterval` seconds
 
     def postfix(self) -> str:
-        """``loss=0.412, val_auc=0.931``: the last epoch's mean loss and the latest validation metric."""
+        """``loss=0.412, val_auc=0.931``: the epoch's mean loss so far and the latest validation metric."""
         parts = []
         if self._losses:
             parts.append(f"loss={sum(self._losses) / len(self._losses):.3f}")
