@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test test-slow lint bench clean
+.PHONY: setup run test test-slow test-gpu lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+# CUDA checks (AMP training, teacher and distillation on the GPU, DDP with nccl, the Docker entry point);
+# every test skips with its reason where CUDA or enough GPUs are missing
+test-gpu: setup
+	$(PY) -m pytest -q -rs -m gpu $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline data_prep tests benchmarks docker

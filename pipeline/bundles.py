@@ -86,18 +86,20 @@ def run_bundle(
     overrides: Sequence[str | Path] = (),
     settings: Mapping[str, Any] | None = None,
     root: Path = BUNDLES_ROOT,
+    log_config: str | bool | None = None,
 ):
     """Run one bundle workflow in this process with MONAI's ConfigWorkflow; returns the workflow.
 
     ``settings`` override config ids (``{"max_epochs": 2, "train#dataloader#batch_size": 8}``),
-    exactly like ``--key value`` on ``python -m monai.bundle run``.
+    exactly like ``--key value`` on ``python -m monai.bundle run``. ``log_config``: the logging
+    file to apply (None: the bundle's ``logging.conf``; False: leave the logging set-up alone).
     """
     from monai.bundle import ConfigWorkflow
 
     workflow_obj = ConfigWorkflow(
         config_file=config_files(bundle, workflow, scenario, overrides, root),
         meta_file=meta_file(bundle, root),
-        logging_file=logging_file(bundle, root),
+        logging_file=logging_file(bundle, root) if log_config is None else log_config,
         workflow_type="train" if workflow == "train" else "infer",
         **dict(settings or {}),
     )

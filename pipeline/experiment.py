@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -33,6 +35,10 @@ EXPERIMENTS = BUNDLES_ROOT / "common" / "experiments"
 BASELINE_CONFIGS = BUNDLES_ROOT / "baseline" / "configs"
 MITIGATION = BASELINE_CONFIGS / "mitigation"
 TEST_SETS = ("in_distribution", "bias_free", "bias_inverted", "cf_with", "ood")
+# the console shows one progress line per method and epoch; the log lines go to LOG_FILE in the
+# method's folder (the report's in report/)
+CONSOLE_SETTINGS = {"progress_bar": False, "epoch_progress": True}
+LOG_FILE = "log.txt"
 
 
 @dataclass(frozen=True)
@@ -156,11 +162,15 @@ def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
             continue
         for workflow in ("train", "evaluate"):
             _progress(f"{prefix}: {workflow}", started)
-            ran = run_bundle(spec.bundle, workflow, scenario, spec.overrides, settings)
+            log = output / scenario / method / LOG_FILE
+            with _logged(log, f"{prefix}: {workflow}", "w" if workflow == "train" else "a"):
+                ran = run_bundle(spec.bundle, workflow, scenario, spec.overrides,
+                                 {**CONSOLE_SETTINGS, **settings}, log_config=False)  # fmt: skip
             if workflow == "train":
                 _save_config(ran, output / "report" / "configs" / f"{scenario}_{method}.yaml")
     _progress("report", started)
-    report_dir = write_report(config, output)
+    with _logged(output / "report" / LOG_FILE, "report", "w"):
+        report_dir = write_report(config, output)
     _progress(f"finished: {report_dir / 'results.md'}", started)
     return report_dir
 
@@ -295,6 +305,38 @@ def _progress(message: str, started: float) -> None:
     print(f"[experiment {elapsed // 60:02.0f}:{elapsed % 60:02.0f}] {message}", flush=True)
 
 
+@contextmanager
+def _logged(log: Path, step: str, mode: str):
+    """Run a step with its log lines in ``log``; on failure, say which step failed and where its log is."""
+    from pipeline.engine.log_file import logs_to_file
+
+    try:
+        with logs_to_file(log, mode=mode):
+            try:
+                yield
+            except Exception:
+                logging.getLogger(__name__).exception("%s failed", step)
+                raise
+    except Exception as err:
+        print(f"{step} failed ({type(err).__name__}: {err}); its log: {log}", file=sys.stderr, flush=True)
+        raise
+
+
+def results_summary(report_dir: Path) -> str:
+    """The AUC of every method on every test set, one table per scenario, from ``results.csv``."""
+    import pandas as pd
+
+    results = pd.read_csv(report_dir / "results.csv")
+    parts = []
+    for scenario, rows in results.groupby("scenario", sort=False):
+        table = rows.pivot(index="method", columns="test_set", values="auc")
+        table = table.reindex(index=rows["method"].unique(), columns=rows["test_set"].unique())
+        table = table.rename_axis(index="method", columns=None).reset_index()
+        text = table.to_string(index=False, float_format="{:.3f}".format, na_rep="n/a")
+        parts.append(f"AUC by test set, {scenario}:\n{text}")
+    return "\n\n".join(parts)
+
+
 def _parse_setting(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -337,7 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fresh and Path(config.output).exists():
         shutil.rmtree(config.output)
     report = run_experiment(config, resume=args.resume)
-    print((report / "results.md").read_text())
+    print(f"\n{results_summary(report)}\n")
+    print(f"Report (every metric with its 95% CI, figures, configs): {report / 'results.md'}")
+    print(f"Training and evaluation logs: {Path(config.output).absolute()}/<scenario>/<method>/{LOG_FILE}")
     return 0
 
 
