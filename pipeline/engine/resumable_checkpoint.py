@@ -1,8 +1,7 @@
 """Resume an interrupted training exactly, and only the run it came from.
 
 MONAI's ``CheckpointSaver`` (training.yaml, ``save_interval: 1``) writes
-``checkpoint_epoch=N.pt`` after every epoch (atomically: ignite's ``DiskSaver`` writes a temp file
-and renames it); with ``resume: true`` MONAI's ``CheckpointLoader`` loads the newest one. Beside
+``checkpoint_epoch=N.pt`` after every epoch (atomically, see :func:`atomic_writes`); with ``resume: true`` MONAI's ``CheckpointLoader`` loads the newest one. Beside
 network, optimizer, LR schedule and trainer state, the checkpoint holds what else decides the
 rest of the run: the random generators (:class:`RandomStates`), the best-model and
 early-stopping bookkeeping (:class:`ValidationProgress`) and the config fingerprint
@@ -86,14 +85,35 @@ def resume_path(ckpt_dir: str | Path, fingerprint: str | None) -> str:
     return str(path)
 
 
-def _randomizable(transform: Any) -> Iterator[Any]:
-    """Every MONAI ``Randomizable`` in a (nested) transform, in a fixed order."""
-    from monai.transforms import Randomizable
+def atomic_writes(saver):
+    """``saver`` (a MONAI ``CheckpointSaver``) writing each file to a temporary name, then renaming
+    it: MONAI turns ignite's atomic writes off (for file permissions, which ignite now sets
+    itself), and a run killed mid-write would leave a truncated checkpoint behind."""
+    for checkpoint in (saver._final_checkpoint, saver._key_metric_checkpoint, saver._interval_checkpoint):
+        if checkpoint is not None:
+            checkpoint.save_handler._atomic = True
+    return saver
 
-    if isinstance(transform, Randomizable):
-        yield transform
-    for child in getattr(transform, "transforms", ()) or ():
-        yield from _randomizable(child)
+
+def _random_generators(obj: Any, seen: set[int] | None = None) -> Iterator[np.random.RandomState]:
+    """Every numpy generator (``R``) of a (nested) transform, inner transforms included (a
+    dictionary transform draws from its array transform's ``R``), in a fixed order."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _random_generators(item, seen)
+        return
+    if not type(obj).__module__.startswith(("monai.", "pipeline.")) or not hasattr(obj, "__dict__"):
+        return
+    if isinstance(getattr(obj, "R", None), np.random.RandomState) and id(obj.R) not in seen:
+        seen.add(id(obj.R))
+        yield obj.R
+    for key in sorted(obj.__dict__):
+        if key != "R":
+            yield from _random_generators(obj.__dict__[key], seen)
 
 
 def _numpy_state(state: tuple) -> dict:
@@ -115,8 +135,8 @@ class RandomStates:
     def __init__(self, dataloader: torch.utils.data.DataLoader):
         self.dataloader = dataloader
 
-    def _transforms(self) -> list:
-        return list(_randomizable(getattr(self.dataloader.dataset, "transform", None)))
+    def _transforms(self) -> list[np.random.RandomState]:
+        return list(_random_generators(getattr(self.dataloader.dataset, "transform", None)))
 
     def _generators(self) -> list[torch.Generator]:
         found = [self.dataloader.generator, getattr(self.dataloader.sampler, "generator", None)]
@@ -129,7 +149,7 @@ class RandomStates:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": _numpy_state(np.random.get_state()),
             "python": {"version": version, "state": list(internal), "gauss": gauss},
-            "transforms": [_numpy_state(t.R.get_state()) for t in self._transforms()],
+            "transforms": [_numpy_state(r.get_state()) for r in self._transforms()],
             "generators": [g.get_state() for g in self._generators()],
         }
 
@@ -144,7 +164,7 @@ class RandomStates:
         python = state["python"]
         random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
         for transform, saved in zip(transforms, state["transforms"]):
-            _set_numpy_state(transform.R, saved)
+            _set_numpy_state(transform, saved)
         for generator, saved in zip(generators, state["generators"]):
             generator.set_state(saved)
 
