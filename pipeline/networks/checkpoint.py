@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,17 +110,26 @@ def read_checkpoint(path: str | Path, expected: str) -> object:
         raise FileNotFoundError(f"checkpoint file not found: {path} (expected {expected})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"checkpoint {path} holds objects other than tensors and plain containers, which weights_only=True "
-            f"refuses (expected {expected}; save state_dict()s, not modules)"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except Exception as error:  # torch raises many types for damaged files (pickle, zip, unicode, EOF)
+        reason = _torch_reason(error)
+        if "Unsupported global" in reason:
+            raise ValueError(
+                f"checkpoint {path} holds objects other than tensors and plain containers, which weights_only=True "
+                f"refuses (expected {expected}; save state_dict()s, not modules): {reason}"
+            ) from error
         raise ValueError(
             f"checkpoint {path} cannot be read: it is corrupt, truncated or not a file written by torch.save "
-            f"(expected {expected}; torch: {first})"
+            f"(expected {expected}; torch: {reason})"
         ) from error
+
+
+def _torch_reason(error: Exception) -> str:
+    """The line of a torch.load error that says what is wrong (not its advice to load unsafely)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error:"):
+            return line.removeprefix("WeightsUnpickler error:").strip()
+    return lines[0] if lines and not lines[0].startswith("Weights only load failed") else type(error).__name__
 
 
 def load_checkpoint(
