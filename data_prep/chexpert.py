@@ -44,6 +44,26 @@ def patient_id(csv_path: str) -> str:
     raise ValueError(f"CheXpert Path {csv_path!r} has no 'patient...' component")
 
 
+def finding_codes(column: pd.Series, csv_path: Path, finding: str) -> pd.Series:
+    """The finding's codes as floats (blank -> 0).
+
+    Raises:
+        ValueError: names the CSV, the line of every value that is not 1, 0, -1 or blank (text
+            such as ``yes`` included), and the values.
+    """
+    codes = pd.to_numeric(column, errors="coerce")
+    blank = column.isna() | (column.astype(str).str.strip() == "")
+    unknown = ~blank & ~codes.isin((-1.0, 0.0, 1.0))
+    if unknown.any():
+        # CSV line numbers: the header is line 1, the first data row line 2
+        shown = ", ".join(f"line {int(i) + 2}: {v!r}" for i, v in column[unknown].items())
+        raise ValueError(
+            f"{csv_path} column {finding!r} has {int(unknown.sum())} unknown value(s) ({shown}); "
+            "expected 1, 0, -1 or blank"
+        )
+    return codes.fillna(0.0)
+
+
 def read_table(root: Path, csv_name: str, finding: str, uncertain: str, frontal_only: bool) -> pd.DataFrame:
     """Rows of one CheXpert CSV as a sample table (image, label, id, patient, sex, age, view, projection).
 
@@ -59,10 +79,7 @@ def read_table(root: Path, csv_name: str, finding: str, uncertain: str, frontal_
         raise ValueError(f"{csv_path} lacks column(s) {absent}; columns present: {list(frame.columns)}")
     if frontal_only:
         frame = frame[frame["Frontal/Lateral"] == "Frontal"]
-    raw = pd.to_numeric(frame[finding], errors="coerce").fillna(0.0)
-    unknown_codes = sorted(set(raw) - {-1.0, 0.0, 1.0})
-    if unknown_codes:
-        raise ValueError(f"{csv_path} column {finding!r} has codes {unknown_codes}; expected 1, 0, -1 or blank")
+    raw = finding_codes(frame[finding], csv_path, finding)
     if uncertain == "ignore":
         keep = raw != -1.0
         frame, raw = frame[keep], raw[keep]

@@ -26,6 +26,7 @@ from data_prep.splits import ROLE_ORDER, SplitSpec, assign_roles
 REQUIRED_COLUMNS = ("image", "label", "id")
 MISSING_TEXT = "unknown"
 MISSING_NUMBER = -1
+MAX_SHOWN = 10
 
 
 def _json_value(value):
@@ -52,6 +53,18 @@ def _check_groups_within_roles(table: pd.DataFrame, group: str) -> None:
         raise ValueError(
             f"{len(spanning)} {group}(s) appear both in a source-defined role and elsewhere "
             f"(e.g. {spanning[:5]}); a {group} must stay inside one role"
+        )
+
+
+def _check_unique_images(table: pd.DataFrame) -> None:
+    """Raise if one image file belongs to several samples (they could land in two roles: leakage)."""
+    files = pd.Series([os.path.normpath(os.path.abspath(p)) for p in table["image"]], index=table.index)
+    shared = files[files.duplicated(keep=False)]
+    if len(shared):
+        groups = table.loc[shared.index, "id"].groupby(shared).apply(list)
+        shown = "; ".join(f"{path} (ids {ids})" for path, ids in list(groups.items())[:MAX_SHOWN])
+        raise ValueError(
+            f"{len(groups)} image file(s) belong to more than one sample (each image must be one sample): {shown}"
         )
 
 
@@ -83,7 +96,7 @@ def build_datalist(
         group: column kept whole inside one role (e.g. ``patient``); also copied to items.
         strata: columns kept in proportion in every role.
         teacher_eligible: boolean column; the teacher is drawn only from rows where it is True.
-        drop_missing: drop samples whose image is missing or unreadable instead of failing.
+        drop_missing: drop samples whose image is missing, unreadable or not finite instead of failing.
         overwrite: replace an existing datalist.
         progress: show progress bars.
         verbose: print the summary.
@@ -92,8 +105,8 @@ def build_datalist(
         path of the written datalist.
 
     Raises:
-        ValueError: a required column is missing, a label is not 0/1, ids repeat, images are
-            missing/unreadable (without ``drop_missing``), a group spans roles, or the split
+        ValueError: a required column is missing, a label is not 0/1, ids or image files repeat, images are
+            missing/unreadable/non-finite (without ``drop_missing``), a group spans roles, or the split
             does not fit.
         FileExistsError: the datalist exists and ``overwrite`` is False.
     """
@@ -115,6 +128,7 @@ def build_datalist(
     table["label"] = table["label"].astype(int)
     table["id"] = table["id"].astype(str)
     check_unique_ids(table["id"], what="samples")
+    _check_unique_images(table)
 
     paths = [str(p) for p in table["image"]]
     problems = find_bad_images(paths, progress=progress)
@@ -122,7 +136,7 @@ def build_datalist(
         message = bad_images_message(paths, problems, len(table))
         if not drop_missing:
             raise ValueError(f"{message}. Pass --drop-missing (drop_missing=True) to leave them out.")
-        print(f"dropped {len(problems)} sample(s) with missing or unreadable images ({message})")
+        print(f"dropped {len(problems)} sample(s) with unusable images: {message}")
         table = table.drop(index=list(problems)).reset_index(drop=True)
     if group:
         _check_groups_within_roles(table, group)

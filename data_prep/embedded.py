@@ -3,6 +3,7 @@
 Bundles call ``ensure_dataset("synthetic2d", n=..., size=...)`` so that a first run needs no
 manual data step. The dataset is generated into a temporary folder next to its final place and
 renamed when complete; when two processes race, the loser discards its copy and uses the winner's.
+Temporary folders left by a killed run are removed by the next call (see ``data_prep.output_staging``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import inspect
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from data_prep import simba3d, synthetic2d
 from data_prep.datalist_io import DATALIST_NAME
+from data_prep.output_staging import remove_stale_staging, staging_name
 
 ENV_ROOT = "SHORTCUT_KD_DATA"
 GENERATORS = {"synthetic2d": synthetic2d, "simba3d": simba3d}
+# temporary folders of ensure_dataset in the cache root (removed when stale, e.g. after a kill)
+STAGING_PATTERNS = tuple(f".{name}-*.{kind}-*" for name in GENERATORS for kind in ("tmp", "retired"))
 SIGNATURES = {name: inspect.signature(module.generate) for name, module in GENERATORS.items()}
 # Generator arguments that do not change the generated content, left out of the folder hash.
 NOT_CONTENT = ("out_dir", "workers", "overwrite", "progress", "verbose")
@@ -108,11 +111,12 @@ def ensure_dataset(name: str, root: str | Path | None = None, progress: bool = T
     if is_complete(final):
         return final / DATALIST_NAME
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex}"
+    remove_stale_staging(final.parent, STAGING_PATTERNS)
+    staging = final.parent / staging_name(f".{final.name}.tmp-")
     try:
         GENERATORS[name].generate(staging, progress=progress, verbose=False, **params)
         if final.exists() and not is_complete(final):
-            retired = final.parent / f".{final.name}.retired-{uuid.uuid4().hex}"
+            retired = final.parent / staging_name(f".{final.name}.retired-")
             try:
                 os.replace(final, retired)
                 shutil.rmtree(retired, ignore_errors=True)

@@ -8,6 +8,7 @@ and for inference ``common/inference.yaml`` + ``<bundle>/inference.yaml``.
 Command line (prints the equivalent ``python -m monai.bundle run`` command, then runs it)::
 
     python -m pipeline.bundles baseline train --scenario localized2d --max_epochs 2
+    python -m pipeline.bundles export baseline --out DIR --checkpoint runs/baseline/models/model.pt
 """
 
 from __future__ import annotations
@@ -152,10 +153,16 @@ def monai_command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:  # python -m pipeline.bundles export NAME --out DIR: a take-away bundle folder
+        from pipeline.bundle_export import main as export_main
+
+        return export_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.bundles",
         description="Run a bundle with its shared config fragments merged (wraps `python -m monai.bundle run`). "
-        "Unknown --key value pairs are passed to MONAI as config overrides.",
+        "Unknown --key value pairs are passed to MONAI as config overrides. "
+        "`python -m pipeline.bundles export NAME --out DIR` writes a self-contained bundle folder.",
     )
     parser.add_argument("bundle", help=f"one of {bundle_names()}")
     parser.add_argument("workflow", nargs="?", default="train", choices=WORKFLOWS)

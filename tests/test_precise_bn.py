@@ -36,8 +36,10 @@ def test_running_stats_become_the_average_of_batch_statistics():
         outputs = [network[0](b["image"]) for b in batches[:3]]
     expected_mean = torch.stack([o.mean((0, 2, 3)) for o in outputs]).mean(0)
     expected_var = torch.stack([o.var((0, 2, 3), unbiased=True) for o in outputs]).mean(0)
-    assert torch.allclose(bn.running_mean, expected_mean, atol=1e-5)
-    assert torch.allclose(bn.running_var, expected_var, atol=1e-4)
+    # float32 sums of another order: rounding scales with the data's magnitude (squared for variances)
+    scale = max(float(o.abs().max()) for o in outputs)
+    torch.testing.assert_close(bn.running_mean, expected_mean, rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(bn.running_var, expected_var, rtol=1e-5, atol=1e-5 * scale**2)
     assert bn.momentum == 0.1 and not network.training  # restored
 
 

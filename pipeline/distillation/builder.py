@@ -12,7 +12,7 @@ from pipeline.distillation.losses import (
     ProbeKLStageLoss,
 )
 from pipeline.distillation.teacher import Teacher
-from pipeline.networks import network_stages
+from pipeline.networks import network_stages, unwrap_model
 from pipeline.networks.probes import StageProbes
 
 STAGE_LOSSES = ("probe_kl", "feature_mse", "attention")
@@ -108,3 +108,20 @@ def _frozen_teacher_probes(pairs, teacher: Teacher, student_channels) -> StagePr
                 f"student but the teacher's probe expects {expected}"
             )
     return probes
+
+
+def start_from_teacher(network, teacher: Teacher, student_network: str, student_options: Mapping | None = None):
+    """Copy the teacher's weights into the student ``network`` (same architecture and options).
+
+    Raises:
+        ValueError: the student's architecture or options differ from the teacher's.
+    """
+    spec = teacher.spec
+    if spec.network_name != student_network or dict(spec.network_options or {}) != dict(student_options or {}):
+        raise ValueError(
+            f"init_from_teacher: the student ({student_network}, options {dict(student_options or {})}) is not "
+            f"the teacher's architecture ({spec.network_name}, options {dict(spec.network_options or {})}); "
+            "set init_from_teacher: false for another student"
+        )
+    unwrap_model(network).load_state_dict(teacher.network.state_dict())
+    return network

@@ -41,6 +41,10 @@ class DistillationTrainer(SupervisedTrainer):
         script_teacher: on CPU and without the cache, run the teacher as a frozen TorchScript
             (traced on the first batch, checked against the eager copy, which is kept if tracing
             fails or differs).
+        task_weight: weight of the task loss (cross-entropy on the labels); 0 trains the student
+            on the teacher's targets alone.
+        task_ramp_epochs: the task loss's weight grows linearly from 0 (epoch 1) to ``task_weight``
+            (epoch ``task_ramp_epochs + 1``): the student first follows the teacher alone. 0: no ramp.
         id_key, bias_key: batch keys of the sample id and the artifact flag (cache keys).
         args, kwargs: everything :class:`monai.engines.SupervisedTrainer` takes;
             ``loss_function`` is the task loss. ``decollate`` defaults to False here.
@@ -58,6 +62,8 @@ class DistillationTrainer(SupervisedTrainer):
         distillation: DistillationObjective,
         cache_teacher_targets: bool = False,
         script_teacher: bool = True,
+        task_weight: float = 1.0,
+        task_ramp_epochs: int = 0,
         id_key: str = "id",
         bias_key: str = "bias",
         **kwargs: Any,
@@ -69,6 +75,11 @@ class DistillationTrainer(SupervisedTrainer):
         self.target_cache = TeacherTargetCache() if cache_teacher_targets else None
         self.id_key, self.bias_key = id_key, bias_key
         self.script_teacher = bool(script_teacher)
+        if task_weight < 0 or task_ramp_epochs < 0:
+            raise ValueError(
+                f"task_weight and task_ramp_epochs must be >= 0, got {task_weight!r} and {task_ramp_epochs!r}"
+            )
+        self.task_weight, self.task_ramp_epochs = float(task_weight), int(task_ramp_epochs)
         self._teacher_script: torch.jit.ScriptModule | None = None
         self.task_loss = self.loss_function
         self.loss_function = self._objective
@@ -141,10 +152,17 @@ class DistillationTrainer(SupervisedTrainer):
             self._student_hooks.features, output[Keys.PRED], targets, output[Keys.LABEL]
         )
 
+    def task_weight_at(self, epoch: int) -> float:
+        """Weight of the task loss in ``epoch`` (1-based), after the ramp."""
+        if self.task_ramp_epochs <= 0:
+            return self.task_weight
+        return self.task_weight * min(1.0, (epoch - 1) / self.task_ramp_epochs)
+
     def _objective(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         task = self.task_loss(pred, target).mean()
         terms, self._pending_terms = self._pending_terms, {}
-        total = task + sum(terms.values()) if terms else task
+        weighted = self.task_weight_at(self.state.epoch) * task
+        total = weighted + sum(terms.values()) if terms else weighted
         self.state.output[LOSS_TERMS] = {
             "ce": task.detach(),
             **{k: v.detach() for k, v in terms.items()},

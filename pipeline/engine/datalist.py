@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
 from monai.data import load_decathlon_datalist
 
 REQUIRED_KEYS = ("image", "label", "id")
+MAX_SHOWN = 5
+logger = logging.getLogger(__name__)
+
+
+def _label(value, where: str) -> int:
+    """``value`` as the class index 0 or 1; whole floats (``1.0``) are converted.
+
+    Raises:
+        ValueError: booleans, text, non-whole numbers or other values, named with ``where``.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return int(value)
+    raise ValueError(f"{where} has label {value!r}; expected 0 or 1 (whole numbers such as 1.0 are accepted)")
 
 
 def load_role(datalist: str | Path, role: str, check_files: bool = True) -> list[dict]:
-    """Load the items of ``role`` from ``datalist`` with image paths made absolute.
+    """Load the items of ``role`` from ``datalist`` with image paths made absolute and int labels.
 
     Args:
         datalist: path to a datalist JSON as written by ``python -m data_prep``.
@@ -21,17 +37,11 @@ def load_role(datalist: str | Path, role: str, check_files: bool = True) -> list
 
     Raises:
         ValueError: the file is missing or not JSON, the role is absent or empty, an item lacks
-            ``image``/``label``/``id``, a label is not 0 or 1, ids repeat, or images are missing.
+            ``image``/``label``/``id``, a label is not 0 or 1 (``1.0`` is accepted), ids repeat,
+            or images are missing.
     """
-    path = Path(datalist)
-    if not path.is_file():
-        raise ValueError(
-            f"datalist '{path}' does not exist (expected a JSON file written by `python -m data_prep`)"
-        )
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"datalist '{path}' is not valid JSON: {err}") from err
+    path = _datalist_path(datalist)
+    content = _read_json(path)
     roles = sorted(k for k, v in content.items() if isinstance(v, list))
     if role not in content:
         raise ValueError(f"datalist '{path}' has no role '{role}'; roles present: {roles}")
@@ -46,11 +56,7 @@ def load_role(datalist: str | Path, role: str, check_files: bool = True) -> list
             raise ValueError(
                 f"datalist '{path}' role '{role}' item {index} lacks key(s) {absent}; has {sorted(item)}"
             )
-        if item["label"] not in (0, 1) or isinstance(item["label"], bool):
-            raise ValueError(
-                f"datalist '{path}' role '{role}' item {index} (id {item['id']!r}) has label {item['label']!r}; "
-                "expected 0 or 1"
-            )
+        item["label"] = _label(item["label"], f"datalist '{path}' role '{role}' item {index} (id {item['id']!r})")
         if str(item["id"]) in seen:
             raise ValueError(f"datalist '{path}' role '{role}' repeats id {item['id']!r}")
         seen.add(str(item["id"]))
@@ -64,10 +70,130 @@ def load_role(datalist: str | Path, role: str, check_files: bool = True) -> list
     return items
 
 
-def check_datalist(datalist: str | Path, roles: Sequence[str]) -> None:
-    """Validate every role a bundle will read (see :func:`load_role`); raise on the first problem."""
+def _datalist_path(datalist: str | Path) -> Path:
+    path = Path(datalist)
+    if not path.is_file():
+        raise ValueError(
+            f"datalist '{path}' does not exist (expected a JSON file written by `python -m data_prep`)"
+        )
+    return path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"datalist '{path}' is not valid JSON: {err}") from err
+    if not isinstance(content, dict):
+        raise ValueError(f"datalist '{path}' must hold a JSON object of roles, got {type(content).__name__}")
+    return content
+
+
+def role_overlaps(datalist: str | Path) -> list[str]:
+    """Every pair of roles of ``datalist`` that share sample ids or image files, described.
+
+    The teacher may lie inside the training list when the datalist says so (data_prep's
+    ``--teacher-from-train``: ``metadata.split.teacher_disjoint`` false); that pair is skipped.
+    """
+    path = _datalist_path(datalist)
+    content = _read_json(path)
+    roles = {k: v for k, v in content.items() if isinstance(v, list)}
+    metadata = content.get("metadata")
+    split = metadata.get("split") if isinstance(metadata, dict) else None
+    teacher_in_train = isinstance(split, dict) and split.get("teacher_disjoint") is False
+    expected = {frozenset(("train", "teacher"))} if teacher_in_train else set()
+    keys = {}
+    for role, items in roles.items():
+        ids = {str(item["id"]) for item in items if isinstance(item, dict) and "id" in item}
+        images = {
+            os.path.normpath(path.parent / str(item["image"]))
+            for item in items if isinstance(item, dict) and "image" in item
+        }
+        keys[role] = (ids, images)
+    found = []
+    for first, second in itertools.combinations(roles, 2):
+        if frozenset((first, second)) in expected:
+            continue
+        for what, position in (("id", 0), ("image", 1)):
+            shared = sorted(keys[first][position] & keys[second][position])
+            if shared:
+                shown = ", ".join(repr(v) for v in shared[:MAX_SHOWN])
+                found.append(f"{len(shared)} {what}(s) in both '{first}' and '{second}' (e.g. {shown})")
+    return found
+
+
+def _first_image_shape(item: dict) -> tuple[int, ...]:
+    """Shape of ``item``'s image as the bundles load it (LoadImage + EnsureChannelFirst)."""
+    from monai.transforms import LoadImage
+
+    return tuple(LoadImage(image_only=True, ensure_channel_first=True)(item["image"]).shape)
+
+
+def check_image_shape(
+    datalist: str | Path, role: str, items: Sequence[dict], spatial_dims: int | None, in_channels: int | None
+) -> None:
+    """Check the first image of ``role`` against the config's ``spatial_dims`` and ``in_channels`` (None: skip).
+
+    Raises:
+        ValueError: names the file, what it holds, and the setting to change.
+    """
+    image = items[0]["image"]
+    try:
+        shape = _first_image_shape(items[0])
+    except Exception as err:  # any reader error: name the file
+        raise ValueError(f"datalist '{datalist}' role '{role}': cannot load '{image}' ({type(err).__name__}: {err})") from err
+    channels, dims = shape[0], len(shape) - 1
+    if spatial_dims is not None and dims != int(spatial_dims):
+        raise ValueError(
+            f"datalist '{datalist}' role '{role}': '{image}' has {dims} spatial dimension(s) (shape {list(shape[1:])} "
+            f"after adding the channel) but the config has spatial_dims={spatial_dims}; set spatial_dims to {dims} "
+            f"(`--spatial_dims {dims}`, or a {dims}D scenario such as `--scenario localized{dims}d`) "
+            "with a matching image_size"
+        )
+    if in_channels is not None and channels != int(in_channels):
+        raise ValueError(
+            f"datalist '{datalist}' role '{role}': '{image}' has {channels} channel(s) (shape {list(shape)}) but the "
+            f"config has in_channels={in_channels}; set in_channels to {channels} (`--in_channels {channels}`) "
+            "or convert the images"
+        )
+
+
+def check_datalist(
+    datalist: str | Path,
+    roles: Sequence[str],
+    spatial_dims: int | None = None,
+    in_channels: int | None = None,
+    allow_role_overlap: bool = False,
+) -> None:
+    """Validate a datalist before training or evaluation; raise on the first problem.
+
+    Checks every role a bundle reads (see :func:`load_role`), that no sample id or image file is
+    in two roles of the datalist (train and test sharing items is leakage; see
+    :func:`role_overlaps`), and that the first image of each role read has ``spatial_dims``
+    spatial dimensions and ``in_channels`` channels (None: not checked).
+
+    Args:
+        datalist: datalist JSON.
+        roles: roles the bundle reads.
+        spatial_dims, in_channels: the config's settings.
+        allow_role_overlap: a deliberate design: overlapping roles are logged as a warning.
+
+    Raises:
+        ValueError: names the file, role, item or setting at fault.
+    """
     for role in roles:
-        load_role(datalist, role)
+        items = load_role(datalist, role)
+        if spatial_dims is not None or in_channels is not None:
+            check_image_shape(datalist, role, items, spatial_dims, in_channels)
+    overlaps = role_overlaps(datalist)
+    if overlaps:
+        message = f"datalist '{datalist}': " + "; ".join(overlaps)
+        if not allow_role_overlap:
+            raise ValueError(
+                f"{message}. Roles must be disjoint (train/test overlap is leakage); if this is deliberate, "
+                "set allow_role_overlap: true (`--allow_role_overlap true`)"
+            )
+        logger.warning("%s (allowed by allow_role_overlap)", message)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".nrrd", ".mha", ".dcm", ".tif", ".tiff")

@@ -8,7 +8,7 @@ import torch
 from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
-from pipeline.networks.arguments import check_positive_int, check_spatial_dims
+from pipeline.networks.arguments import check_input_size, check_positive_int, check_spatial_dims
 
 BASE_CHANNELS = (64, 192, 384, 256, 256)
 STAGE_NAMES = tuple(f"features.block{i}" for i in range(1, 6))
@@ -30,6 +30,15 @@ def alexnet_channels(width: float = 1.0) -> tuple[int, ...]:
     return tuple(max(1, int(round(c * width))) for c in BASE_CHANNELS)
 
 
+def alexnet_min_input_size(stem_kernel_size: int = 11, stem_stride: int = 4, stem_padding: int = 2) -> int:
+    """Smallest side length an :class:`AlexNet` with this stem accepts (63 for the original stem).
+
+    The three 3-wide, stride-2 max-pools need 15 positions after the stem convolution
+    (15 -> 7 -> 3 -> 1), i.e. ``(size + 2 * padding - kernel) // stride + 1 >= 15``.
+    """
+    return max(1, 14 * stem_stride + stem_kernel_size - 2 * stem_padding)
+
+
 def alexnet_stages(width: float = 1.0) -> OrderedDict[str, int]:
     """Stage module path (``features.block1`` ... ``features.block5``) -> output channels."""
     return OrderedDict(zip(STAGE_NAMES, alexnet_channels(width)))
@@ -44,7 +53,8 @@ class AlexNet(nn.Module):
     ``classifier`` is dropout-linear-ReLU-dropout-linear-ReLU-linear.
 
     With the original stem (kernel 11, stride 4, padding 2) inputs need at least 63 pixels per
-    side; for 32x32 use e.g. ``stem_kernel_size=3, stem_stride=1, stem_padding=1``.
+    side (:func:`alexnet_min_input_size`; smaller inputs raise a ValueError in ``forward``); for
+    32x32 use e.g. ``stem_kernel_size=3, stem_stride=1, stem_padding=1``.
 
     Args:
         spatial_dims: 2 or 3.
@@ -89,6 +99,12 @@ class AlexNet(nn.Module):
         check_positive_int(hidden_features, "hidden_features")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.min_input_size = alexnet_min_input_size(stem_kernel_size, stem_stride, stem_padding)
+        self.stem_hint = (
+            f"the stem (stem_kernel_size={stem_kernel_size}, stem_stride={stem_stride}, "
+            f"stem_padding={stem_padding}) sets the minimum; for small images pass network_options "
+            f"stem_kernel_size, stem_stride, stem_padding, e.g. 3, 1, 1 (minimum {alexnet_min_input_size(3, 1, 1)})"
+        )
         conv, max_pool = Conv[Conv.CONV, spatial_dims], Pool[Pool.MAX, spatial_dims]
         c1, c2, c3, c4, c5 = alexnet_channels(width)
         self.features = nn.Sequential(
@@ -120,4 +136,5 @@ class AlexNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, self.min_input_size, "alexnet", self.stem_hint)
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

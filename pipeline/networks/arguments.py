@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 
 def check_spatial_dims(spatial_dims: int) -> int:
     """Return ``spatial_dims`` when it is 2 or 3.
@@ -38,3 +40,19 @@ def check_channels(channels: Sequence[int], name: str = "channels") -> tuple[int
     if not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
         raise ValueError(f"{name} must be a non-empty list of positive ints, got {list(channels)!r}")
     return tuple(channels)
+
+
+def check_input_size(x: torch.Tensor, minimum: int, network: str, hint: str) -> None:
+    """Raise a ValueError when a spatial side of ``x`` (B, C, *spatial) is below ``minimum``.
+
+    Called at the start of ``forward`` (TorchScript-compatible), so that a too-small input is
+    reported with the minimum and how to lower it instead of a pooling error deep inside.
+
+    Raises:
+        ValueError: naming ``network``, the input's spatial shape, ``minimum`` and ``hint``.
+    """
+    spatial = list(x.shape[2:])
+    if len(spatial) > 0 and min(spatial) < minimum:
+        raise ValueError(
+            f"{network} needs inputs of at least {minimum} pixels per side, got spatial shape {spatial}; {hint}"
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 from torch import nn
@@ -20,7 +19,7 @@ def simba_cnn_stages(channels: Sequence[int] = DEFAULT_CHANNELS) -> OrderedDict[
     return OrderedDict((f"block{i}", c) for i, c in enumerate(check_channels(channels), start=1))
 
 
-class SimbaCNN(nn.Module):
+class SimbaCNN(nn.Sequential):
     """Blocks of Conv(3x3[x3], 'same') + BatchNorm + sigmoid + MaxPool(2), global average pool,
     dropout, linear.
 
@@ -28,7 +27,8 @@ class SimbaCNN(nn.Module):
     weights, zero biases, max-pools with 'same' padding, i.e. ``ceil_mode=True``, so odd sizes
     such as 173x211x155 work). Differences: the Keras head (AveragePooling3D(2) + Flatten, whose
     size depends on the input) is a global average pool here, so any input size works, and the
-    head returns logits instead of softmax probabilities. Blocks are modules ``block1`` ...
+    head returns logits instead of softmax probabilities. Blocks are modules ``block1`` ...; the
+    modules run in registration order (an ``nn.Sequential``, compiles with ``torch.jit.script``).
 
     Args:
         spatial_dims: 2 or 3.
@@ -66,14 +66,10 @@ class SimbaCNN(nn.Module):
             self.add_module(name, nn.Sequential(conv, pool))
             previous = out
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.flatten = nn.Flatten(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels[-1], num_classes)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.block_names:
-            x = getattr(self, name)(x)
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))

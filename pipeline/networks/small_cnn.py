@@ -10,7 +10,12 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 from torch import nn
 
-from pipeline.networks.arguments import check_channels, check_positive_int, check_spatial_dims
+from pipeline.networks.arguments import (
+    check_channels,
+    check_input_size,
+    check_positive_int,
+    check_spatial_dims,
+)
 
 DEFAULT_CHANNELS = (16, 32, 64, 128)
 
@@ -20,12 +25,13 @@ def small_cnn_stages(channels: Sequence[int] = DEFAULT_CHANNELS) -> OrderedDict[
     return OrderedDict((f"stage{i}", c) for i, c in enumerate(check_channels(channels), start=1))
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(nn.Sequential):
     """A small plain CNN: stages of conv-BN-ReLU (x ``convs_per_stage``) then 2x max-pool.
 
     The output of stage ``i`` (module ``stage{i}``) has ``channels[i-1]`` channels and
     ``1 / 2**i`` of the input size; a global average pool and a linear layer follow.
-    Inputs need at least ``2**len(channels)`` pixels per side (16 by default).
+    Inputs need at least ``2**len(channels)`` pixels per side (16 by default). The modules run in
+    registration order (an ``nn.Sequential``), so the network compiles with ``torch.jit.script``.
 
     Args:
         spatial_dims: 2 or 3.
@@ -57,6 +63,7 @@ class SmallCNN(nn.Module):
             raise ValueError(f"convs_per_stage must be 1 or 2, got {convs_per_stage!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.min_input_size = 2 ** len(channels)
         self.stage_names = tuple(small_cnn_stages(channels))
         previous = in_channels
         for name, out in zip(self.stage_names, channels):
@@ -71,10 +78,12 @@ class SmallCNN(nn.Module):
             layers.append(Pool[Pool.MAX, spatial_dims](kernel_size=2))
             self.add_module(name, nn.Sequential(*layers))
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.flatten = nn.Flatten(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        check_input_size(x, self.min_input_size, "small_cnn", "use fewer stages (network_options channels)")
+        for module in self:
+            x = module(x)
+        return x

@@ -65,7 +65,8 @@ def test_ckpt_export_gives_torchscript_with_the_same_outputs(tmp_path):
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
     images = torch.rand(3, 1, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(scripted(images), network(images), atol=1e-6)
+        expected = network(images)  # traced: the same float32 ops, within rounding of the logits' magnitude
+        torch.testing.assert_close(scripted(images), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

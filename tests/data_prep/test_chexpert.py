@@ -112,3 +112,24 @@ def test_missing_csv_column_is_named(root, tmp_path):
     frame.to_csv(root / "valid.csv", index=False)
     with pytest.raises(ValueError, match=r"valid.csv lacks column\(s\) \['Sex'\]"):
         chexpert.prepare(root, tmp_path / "out", progress=False, verbose=False)
+
+
+@pytest.mark.parametrize("value", ["yes", "2.0", "positive"])
+def test_unknown_finding_value_names_file_line_and_value(root, tmp_path, value):
+    frame = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    frame.loc[5, "Pleural Effusion"] = value
+    frame.to_csv(root / "train.csv", index=False)
+    with pytest.raises(ValueError) as error:
+        chexpert.prepare(root, tmp_path / "out", progress=False, verbose=False)
+    message = str(error.value)
+    assert "train.csv" in message and "'Pleural Effusion'" in message
+    assert message.split("line 7: ")[1].startswith(("'" + value, value))
+    assert not (tmp_path / "out" / "datalist.json").exists()
+
+
+def test_text_codes_of_known_values_are_accepted(root):
+    frame = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    frame["Pleural Effusion"] = ["1", " 0 ", "-1.0", ""] * (len(frame) // 4)
+    frame.to_csv(root / "train.csv", index=False)
+    table = chexpert.read_table(root, "train.csv", "Pleural Effusion", "ones", frontal_only=False)
+    assert table["label"].tolist() == [1, 0, 1, 0] * (len(frame) // 4)

@@ -100,3 +100,13 @@ def test_image_problem_knows_nifti_and_suffixes(tmp_path):
     assert image_problem(good) is None
     assert image_problem(bad).startswith("unreadable")
     assert image_problem(other).startswith("unsupported suffix")
+
+
+def test_one_image_file_for_two_samples_is_an_error(tmp_path):
+    table = _table(tmp_path / "src")
+    table.loc[7, "image"] = tmp_path / "src" / ".." / "src" / "img02.png"  # the same file, written differently
+    with pytest.raises(ValueError) as error:
+        build_datalist(table, tmp_path / "out", SPEC, {}, progress=False, verbose=False)
+    message = str(error.value)
+    assert message.startswith("1 image file(s) belong to more than one sample")
+    assert f"{tmp_path / 'src' / 'img02.png'} (ids ['img02', 'img07'])" in message

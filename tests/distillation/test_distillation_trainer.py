@@ -39,6 +39,7 @@ def _trainer(
     loader_seed=0,
     probe_fit="kl",
     script=True,
+    **options,
 ):
     torch.manual_seed(seed)
     student = build_network("small_cnn")
@@ -62,6 +63,7 @@ def _trainer(
         distillation=objective,
         cache_teacher_targets=cache,
         script_teacher=script,
+        **options,
     )
 
 
@@ -98,6 +100,27 @@ def test_every_loss_term_is_logged_each_iteration(probe_fit):
         assert set(terms) == {"ce", "kd_stage1", "kd_stage3", "kd_logits", "total"} | probe_terms
         parts = sum(v for k, v in terms.items() if k != "total")
         assert terms["total"].item() == pytest.approx(parts.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("task_weight, ramp", [(0.0, 0), (2.0, 0), (1.0, 2)])
+def test_task_loss_is_weighted_and_ramped_per_epoch(task_weight, ramp):
+    trainer = _trainer(epochs=3, task_weight=task_weight, task_ramp_epochs=ramp)
+    seen = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seen.append((e.state.epoch, dict(e.state.output[LOSS_TERMS])))
+    )
+    trainer.run()
+    expected_weight = {1: task_weight * (0.0 if ramp else 1.0), 2: task_weight * (0.5 if ramp else 1.0), 3: task_weight}
+    for epoch, terms in seen:
+        assert trainer.task_weight_at(epoch) == pytest.approx(expected_weight[epoch])
+        kd = sum(v for k, v in terms.items() if k.startswith("kd_"))
+        expected = (expected_weight[epoch] * terms["ce"] + kd).item()
+        assert terms["total"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_negative_task_weight_is_refused():
+    with pytest.raises(ValueError, match="task_weight"):
+        _trainer(task_weight=-1.0)
 
 
 def test_hooks_are_removed_after_training_and_after_a_failed_step():

@@ -76,7 +76,9 @@ def test_occlusion_peaks_in_the_region_the_logit_reads_2d():
     maps = saliency_maps(corner_model(2), images(2), method="occlusion", occlusion_kwargs={"mask_size": 4})
     assert maps.shape == (2, 1, SIZE, SIZE)
     _argmax_in_corner(maps)
-    assert float(maps[:, 0, 8:, 8:].abs().max()) < 1e-6 < float(maps[:, 0, :CORNER, :CORNER].max())
+    # outside the corner only rounding of the logits remains (measured 1.2e-7 against a corner peak of 0.023)
+    peak = float(maps[:, 0, :CORNER, :CORNER].max())
+    assert peak > 0 and float(maps[:, 0, 8:, 8:].abs().max()) < 1e-3 * peak
 
 
 def test_occlusion_3d_returns_volume_and_finds_corner():

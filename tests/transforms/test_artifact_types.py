@@ -112,4 +112,5 @@ def test_cuda_tensor_stays_on_device(name):
     out = make(name)(img)
     assert out.device == img.device
     cpu = make(name)(img.cpu())
-    np.testing.assert_allclose(as_numpy(out), as_numpy(cpu), atol=1e-4)
+    expected = as_numpy(cpu)  # other kernels: rounding relative to the image's magnitude
+    np.testing.assert_allclose(as_numpy(out), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -1,0 +1,50 @@
+"""The distillation bundle's model.pt is chosen without test data or bias labels, and the student
+can start from the teacher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bundle_helpers import run_workflow, tiny_settings
+
+
+@pytest.fixture(scope="module")
+def teacher_root(tiny_datalist_2d, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    run_workflow("teacher", "train", tiny_settings(tiny_datalist_2d, root, probe_epochs=1, max_epochs=2))
+    return root
+
+
+def _network(path):
+    """The network's state dict (model.pt holds it alone, checkpoint_final.pt under ``network``)."""
+    content = torch.load(path, weights_only=True)
+    return content.get("network", content)
+
+
+def _equal(a, b, keys=None):
+    return all(torch.equal(a[k], b[k]) for k in (keys or a))
+
+
+def test_final_selection_makes_model_pt_the_last_epoch(teacher_root, tiny_datalist_2d):
+    settings = tiny_settings(tiny_datalist_2d, teacher_root, max_epochs=3, bundle_name="student_final")
+    run_workflow("distillation", "train", settings)
+    models = teacher_root / "student_final" / "models"
+    assert _equal(_network(models / "model.pt"), _network(models / "checkpoint_final.pt"))
+
+
+def test_init_from_teacher_starts_at_the_teachers_weights(teacher_root, tiny_datalist_2d):
+    """With a zero learning rate the trained weights stay the teacher's (BatchNorm statistics are
+    re-estimated on the training data, so only the learnt parameters are compared)."""
+    settings = tiny_settings(tiny_datalist_2d, teacher_root, bundle_name="student_init", learning_rate=0.0,
+                             init_from_teacher=True)  # fmt: skip
+    run_workflow("distillation", "train", settings)
+    student = _network(teacher_root / "student_init" / "models" / "model.pt")
+    teacher = torch.load(teacher_root / "teacher" / "models" / "teacher.pt", weights_only=True)
+    teacher_net = teacher["network"]
+    learnt = [
+        k for k in teacher_net if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
+    assert learnt and _equal(student, teacher_net, learnt)
+    scratch = tiny_settings(tiny_datalist_2d, teacher_root, bundle_name="student_scratch", learning_rate=0.0)
+    run_workflow("distillation", "train", scratch)
+    assert not _equal(_network(teacher_root / "student_scratch" / "models" / "model.pt"), teacher_net, learnt)
