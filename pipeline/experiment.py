@@ -145,27 +145,32 @@ def run_settings(config: ExperimentConfig, scenario: str, method: str) -> dict[s
     }
 
 
-def method_fingerprint(config: ExperimentConfig, scenario: str, method: str) -> str:
-    """Fingerprint of everything that decides a method's results: its train and evaluate configs
-    (paths inside the output folder made relative) and the fingerprints of the methods it uses."""
+def bundle_fingerprints(config: ExperimentConfig, scenario: str, method: str) -> dict[str, str]:
+    """Config fingerprints of a method's train and evaluate workflows, with the paths inside the
+    output folder made relative (a moved or copied experiment keeps them)."""
     spec, settings = METHODS[method], run_settings(config, scenario, method)
     root = str(Path(config.output).absolute())
     settings = {k: v.replace(root, "<output>") if isinstance(v, str) else v for k, v in settings.items()}
-    parts = [
-        config_fingerprint(config_files(spec.bundle, workflow, scenario, spec.overrides), settings)
+    return {
+        workflow: config_fingerprint(config_files(spec.bundle, workflow, scenario, spec.overrides), settings)
         for workflow in ("train", "evaluate")
-    ]
+    }
+
+
+def method_fingerprint(config: ExperimentConfig, scenario: str, method: str) -> str:
+    """Fingerprint of everything that decides a method's results: its bundles' configs
+    (:func:`bundle_fingerprints`) and the fingerprints of the methods it uses."""
+    spec = METHODS[method]
+    parts = list(bundle_fingerprints(config, scenario, method).values())
     upstream = [*spec.needs, *([spec.starts_from] if spec.starts_from in config.methods else [])]
     parts += [method_fingerprint(config, scenario, m) for m in upstream]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
 
-def _resumable_training(settings: Mapping[str, Any], spec: Method, scenario: str) -> bool:
-    """True when the method's models folder holds a per-epoch checkpoint of these settings."""
-    files = config_files(spec.bundle, "train", scenario, spec.overrides)
-    folder = Path(settings["output_root"]) / settings["bundle_name"] / "models"
+def _resumable_training(models: Path, fingerprint: str) -> bool:
+    """True when ``models`` holds a per-epoch checkpoint of a training with ``fingerprint``."""
     try:
-        resume_path(folder, config_fingerprint(files, settings))
+        resume_path(models, fingerprint)
     except (ResumeError, ValueError):
         return False
     return True
@@ -185,6 +190,7 @@ def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
     started = time.monotonic()
     for index, (scenario, method) in enumerate(steps, 1):
         spec, settings = METHODS[method], run_settings(config, scenario, method)
+        settings["config_fingerprint"] = bundle_fingerprints(config, scenario, method)["train"]
         done = output / scenario / method / "eval" / "metrics.json"
         fingerprint_file = done.with_name("fingerprint.json")
         fingerprint = method_fingerprint(config, scenario, method)
@@ -195,7 +201,7 @@ def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
                 _progress(f"{prefix}: done before, skipped", started)
                 continue
             _progress(f"{prefix}: its settings (or a method it uses) changed since it ran: rerun", started)
-        elif resume and _resumable_training(settings, spec, scenario):
+        elif resume and _resumable_training(output / scenario / method / "models", settings["config_fingerprint"]):
             _progress(f"{prefix}: continuing its interrupted training", started)
             settings = {**settings, "resume": True}
         for workflow in ("train", "evaluate"):

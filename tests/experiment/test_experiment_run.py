@@ -122,6 +122,20 @@ def test_resume_reruns_a_method_whose_settings_changed(tiny_experiment, capsys, 
     assert "erm (baseline): done before, skipped" in capsys.readouterr().out
 
 
+def test_resume_continues_an_interrupted_training(tiny_experiment, capsys, tmp_path):
+    config, _ = tiny_experiment
+    output = tmp_path / "copy"
+    shutil.copytree(config.output, output)
+    erm = output / "localized2d" / "erm"
+    (erm / "eval" / "metrics.json").unlink()  # as if killed after training, before its evaluation
+    (erm / "models" / "checkpoint_final.pt").unlink()
+    assert main(_resume_args(config, output)) == 0
+    assert "erm (baseline): continuing its interrupted training" in capsys.readouterr().out
+    final = torch.load(erm / "models" / "checkpoint_final.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == final["trainer"]["epoch_length"]  # no epoch trained again
+    assert (erm / "eval" / "metrics.json").is_file()
+
+
 def test_fresh_deletes_only_what_the_experiment_wrote(tiny_experiment, tmp_path):
     config, _ = tiny_experiment
     output = tmp_path / "copy"
