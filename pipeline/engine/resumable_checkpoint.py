@@ -1,9 +1,9 @@
 """Resume an interrupted training exactly, and only the run it came from.
 
 MONAI's ``CheckpointSaver`` (training.yaml, ``save_interval: 1``) writes
-``checkpoint_epoch=N.pt`` after every epoch (atomically, see :func:`atomic_writes`); with ``resume: true`` MONAI's ``CheckpointLoader`` loads the newest one. Beside
-network, optimizer, LR schedule and trainer state, the checkpoint holds what else decides the
-rest of the run: the random generators (:class:`RandomStates`), the best-model and
+``checkpoint_epoch=N.pt`` after every epoch (atomically, see :func:`atomic_writes`); with
+``resume: true`` MONAI's ``CheckpointLoader`` loads the newest one. Beside network, optimizer,
+LR schedule and trainer state, the checkpoint holds what else decides the rest of the run: the random generators (:class:`RandomStates`), the best-model and
 early-stopping bookkeeping (:class:`ValidationProgress`) and the config fingerprint
 (:class:`ConfigFingerprint`, :func:`config_fingerprint`), which :func:`resume_path` checks
 before anything is loaded.
