@@ -14,6 +14,7 @@ Command line (prints the equivalent ``python -m monai.bundle run`` command, then
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shlex
@@ -96,12 +97,14 @@ def run_bundle(
     """
     from monai.bundle import ConfigWorkflow
 
+    files = config_files(bundle, workflow, scenario, overrides, root)
+    settings = with_fingerprint(files, settings or {})
     workflow_obj = ConfigWorkflow(
-        config_file=config_files(bundle, workflow, scenario, overrides, root),
+        config_file=files,
         meta_file=meta_file(bundle, root),
         logging_file=logging_file(bundle, root) if log_config is None else log_config,
         workflow_type="train" if workflow == "train" else "infer",
-        **dict(settings or {}),
+        **settings,
     )
     workflow_obj.initialize()
     workflow_obj.run()
@@ -109,11 +112,39 @@ def run_bundle(
     return workflow_obj
 
 
+def with_fingerprint(files: Sequence[str], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` plus ``config_fingerprint`` of the merged config (unless given): the value a
+    resumable checkpoint stores and ``resume`` checks (see pipeline.engine.resumable_checkpoint)."""
+    from pipeline.engine.resumable_checkpoint import config_fingerprint
+
+    settings = dict(settings)
+    if settings.get("config_fingerprint") is None:
+        settings["config_fingerprint"] = config_fingerprint(files, settings)
+    return settings
+
+
+def cli_settings(extra: Sequence[str]) -> dict[str, Any]:
+    """``--key value`` pairs of a MONAI command line as a dict (values parsed as Python literals
+    where they are, else strings, as MONAI's CLI does)."""
+    settings: dict[str, Any] = {}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag.startswith("--"):
+            try:
+                settings[flag[2:]] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                settings[flag[2:]] = value
+    return settings
+
+
 def monai_command(
     bundle: str, workflow: str, scenario: str | None, overrides: Sequence[str], extra: Sequence[str]
 ) -> list[str]:
-    """The ``python -m monai.bundle run`` command line equivalent to a :func:`run_bundle` call."""
+    """The ``python -m monai.bundle run`` command line equivalent to a :func:`run_bundle` call
+    (with the config fingerprint added, see :func:`with_fingerprint`)."""
     files = config_files(bundle, workflow, scenario, overrides)
+    settings = cli_settings(extra)
+    if settings.get("config_fingerprint") is None:
+        extra = ["--config_fingerprint", with_fingerprint(files, settings)["config_fingerprint"], *extra]
     return [
         sys.executable, "-m", "monai.bundle", "run",
         "--config_file", json.dumps(files),

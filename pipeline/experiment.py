@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import logging
 import shutil
@@ -29,7 +30,8 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from pipeline.atomic import write_json
-from pipeline.bundles import BUNDLES_ROOT, run_bundle, scenario_names
+from pipeline.bundles import BUNDLES_ROOT, config_files, run_bundle, scenario_names
+from pipeline.engine.resumable_checkpoint import ResumeError, config_fingerprint, resume_path
 
 EXPERIMENTS = BUNDLES_ROOT / "common" / "experiments"
 BASELINE_CONFIGS = BUNDLES_ROOT / "baseline" / "configs"
@@ -39,6 +41,8 @@ TEST_SETS = ("in_distribution", "bias_free", "bias_inverted", "cf_with", "ood")
 # method's folder (the report's in report/)
 CONSOLE_SETTINGS = {"progress_bar": False, "epoch_progress": True}
 LOG_FILE = "log.txt"
+# written into the output folder: `--fresh` deletes only folders that hold it
+MARKER = ".shortcut-kd-experiment"
 
 
 @dataclass(frozen=True)
@@ -147,19 +151,65 @@ def run_settings(config: ExperimentConfig, scenario: str, method: str) -> dict[s
     }
 
 
+def bundle_fingerprints(config: ExperimentConfig, scenario: str, method: str) -> dict[str, str]:
+    """Config fingerprints of a method's train and evaluate workflows, with the paths inside the
+    output folder made relative (a moved or copied experiment keeps them)."""
+    spec, settings = METHODS[method], run_settings(config, scenario, method)
+    root = str(Path(config.output).absolute())
+    settings = {k: v.replace(root, "<output>") if isinstance(v, str) else v for k, v in settings.items()}
+    return {
+        workflow: config_fingerprint(config_files(spec.bundle, workflow, scenario, spec.overrides), settings)
+        for workflow in ("train", "evaluate")
+    }
+
+
+def method_fingerprint(config: ExperimentConfig, scenario: str, method: str) -> str:
+    """Fingerprint of everything that decides a method's results: its bundles' configs
+    (:func:`bundle_fingerprints`) and the fingerprints of the methods it uses."""
+    spec = METHODS[method]
+    parts = list(bundle_fingerprints(config, scenario, method).values())
+    upstream = [*spec.needs, *([spec.starts_from] if spec.starts_from in config.methods else [])]
+    parts += [method_fingerprint(config, scenario, m) for m in upstream]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
+
+
+def _resumable_training(models: Path, fingerprint: str) -> bool:
+    """True when ``models`` holds a per-epoch checkpoint of a training with ``fingerprint``."""
+    try:
+        resume_path(models, fingerprint)
+    except (ResumeError, ValueError):
+        return False
+    return True
+
+
 def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
-    """Train and evaluate every method of every scenario, then write the report; returns its folder."""
+    """Train and evaluate every method of every scenario, then write the report; returns its folder.
+
+    ``resume``: skip a method whose results were computed with the same settings (its
+    fingerprint, saved beside them), continue an interrupted training from its last epoch, and
+    rerun a method whose settings changed.
+    """
     config.validate()
     output = Path(config.output).absolute()
+    mark_output(output)
     steps = [(s, m) for s in config.scenarios for m in ordered_methods(config.methods)]
     started = time.monotonic()
     for index, (scenario, method) in enumerate(steps, 1):
         spec, settings = METHODS[method], run_settings(config, scenario, method)
+        settings["config_fingerprint"] = bundle_fingerprints(config, scenario, method)["train"]
         done = output / scenario / method / "eval" / "metrics.json"
+        fingerprint_file = done.with_name("fingerprint.json")
+        fingerprint = method_fingerprint(config, scenario, method)
         prefix = f"[{index}/{len(steps)}] {scenario} {method} ({spec.bundle})"
         if resume and done.is_file():
-            _progress(f"{prefix}: done before, skipped", started)
-            continue
+            saved = json.loads(fingerprint_file.read_text()).get("fingerprint") if fingerprint_file.is_file() else None
+            if saved == fingerprint:
+                _progress(f"{prefix}: done before, skipped", started)
+                continue
+            _progress(f"{prefix}: its settings (or a method it uses) changed since it ran: rerun", started)
+        elif resume and _resumable_training(output / scenario / method / "models", settings["config_fingerprint"]):
+            _progress(f"{prefix}: continuing its interrupted training", started)
+            settings = {**settings, "resume": True}
         for workflow in ("train", "evaluate"):
             _progress(f"{prefix}: {workflow}", started)
             log = output / scenario / method / LOG_FILE
@@ -168,11 +218,38 @@ def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
                                  {**CONSOLE_SETTINGS, **settings}, log_config=False)  # fmt: skip
             if workflow == "train":
                 _save_config(ran, output / "report" / "configs" / f"{scenario}_{method}.yaml")
+            settings = {**settings, "resume": False}
+        write_json({"fingerprint": fingerprint}, fingerprint_file)
     _progress("report", started)
     with _logged(output / "report" / LOG_FILE, "report", "w"):
         report_dir = write_report(config, output)
     _progress(f"finished: {report_dir / 'results.md'}", started)
     return report_dir
+
+
+def mark_output(output: Path) -> None:
+    """Write the marker that says ``output`` holds an experiment (what ``--fresh`` may delete)."""
+    if not (output / MARKER).is_file():
+        write_json({"written_by": "pipeline.experiment"}, output / MARKER)
+
+
+def fresh_output(output: Path) -> None:
+    """Delete what an earlier experiment wrote into ``output``: its scenario folders, report and marker.
+
+    Raises:
+        ValueError: ``output`` holds files but no experiment marker (not an experiment's folder).
+    """
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if not (output / MARKER).is_file():
+        raise ValueError(
+            f"--fresh: {output} is not empty and has no {MARKER} marker, so it was not written by the experiment; "
+            "refusing to delete it (choose another --output, or empty it yourself)"
+        )
+    for name in [*scenario_names(), "report"]:
+        if (output / name).is_dir():
+            shutil.rmtree(output / name)
+    (output / MARKER).unlink()
 
 
 def prediction_runs(config: ExperimentConfig, output: Path) -> list[dict]:
@@ -361,8 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", help=f"methods to run; known: {list(METHODS)}")
     parser.add_argument("--set", dest="settings", action="append", type=_parse_setting, default=[],
                         metavar="KEY=VALUE", help="override a bundle config id for every run (repeatable)")  # fmt: skip
-    parser.add_argument("--resume", action="store_true", help="skip methods whose evaluation already exists")
-    parser.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip methods already run with the same settings, continue interrupted trainings")  # fmt: skip
+    parser.add_argument("--fresh", action="store_true", help="delete what an earlier experiment wrote there first")
     args = parser.parse_args(argv)
     try:
         config = ExperimentConfig.load(args.config)
@@ -374,10 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.methods = args.methods
         config.settings.update(dict(args.settings))
         config.validate()
+        if args.fresh:
+            fresh_output(Path(config.output).absolute())
     except ValueError as err:
         parser.error(str(err))
-    if args.fresh and Path(config.output).exists():
-        shutil.rmtree(config.output)
     report = run_experiment(config, resume=args.resume)
     print(f"\n{results_summary(report)}\n")
     print(f"Report (every metric with its 95% CI, figures, configs): {report / 'results.md'}")

@@ -13,6 +13,7 @@ from torch import nn
 from pipeline.atomic import atomic_path
 from pipeline.distillation.hooks import FeatureHooks
 from pipeline.networks import build_network, unwrap_model
+from pipeline.networks.checkpoint import read_checkpoint
 from pipeline.networks.probes import StageProbes
 
 
@@ -108,19 +109,22 @@ def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Teache
         raise ValueError(
             f"teacher checkpoint '{path}' does not exist: train the teacher bundle first or set teacher_checkpoint"
         )
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    content = read_checkpoint(path, "a teacher checkpoint written by the teacher bundle (network, probes, spec)")
     if not isinstance(content, dict) or not {"network", "probes", "spec"} <= set(content):
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise ValueError(
             f"'{path}' is not a teacher checkpoint (expected keys network, probes, spec; got {keys})"
         )
-    spec = TeacherSpec(**content["spec"])
-    network, probes = spec.build_network(), spec.build_probes()
     try:
+        spec = TeacherSpec(**content["spec"])
+        network, probes = spec.build_network(), spec.build_probes()
         network.load_state_dict(content["network"])
         probes.load_state_dict(content["probes"])
-    except RuntimeError as err:
-        raise ValueError(f"teacher checkpoint '{path}' does not fit its spec {spec}: {err}") from err
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"teacher checkpoint '{path}' does not fit its spec {content['spec']} "
+            f"(expected a network and probes saved by save_teacher): {err}"
+        ) from err
     device = torch.device(device)
     return Teacher(
         network.to(device).eval().requires_grad_(False), probes.to(device).eval().requires_grad_(False), spec

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +93,51 @@ def _select_state_dict(checkpoint: object, key: str | None, path: Path) -> tuple
     )
 
 
+def read_checkpoint(path: str | Path, expected: str) -> object:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with errors that name the file.
+
+    Args:
+        path: the checkpoint file.
+        expected: what the file should hold, for the messages (e.g. "a teacher checkpoint").
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a torch checkpoint (corrupt, truncated, another format) or
+            holds objects other than tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path} (expected {expected})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for damaged files (pickle, zip, unicode, EOF)
+        reason = _torch_reason(error)
+        if "Unsupported global" in reason:
+            raise ValueError(
+                f"checkpoint {path} holds objects other than tensors and plain containers, which weights_only=True "
+                f"refuses (expected {expected}; save state_dict()s, not modules): {reason}"
+            ) from error
+        raise ValueError(
+            f"checkpoint {path} cannot be read: it is corrupt, truncated or not a file written by torch.save "
+            f"(expected {expected}; torch: {reason})"
+        ) from error
+
+
+def _torch_reason(error: Exception) -> str:
+    """The line of a torch.load error that says what is wrong (not its advice to load unsafely)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error:"):
+            return line.removeprefix("WeightsUnpickler error:").strip()
+    return lines[0] if lines and not lines[0].startswith("Weights only load failed") else type(error).__name__
+
+
 def load_checkpoint(
-    model: nn.Module, path: str | Path, key: str | None = None, strict: bool = True
+    model: nn.Module,
+    path: str | Path,
+    key: str | None = None,
+    strict: bool = True,
+    min_loaded_share: float = 0.0,
 ) -> CheckpointLoadReport:
     """Load weights saved by MONAI's CheckpointSaver (``{"network": ..., "optimizer": ...}``) or a state dict.
 
@@ -112,6 +154,9 @@ def load_checkpoint(
         strict: True: every key must match in name and shape, else nothing is loaded.
             False: load the keys whose names and shapes match, skip the rest, log and
             report them (e.g. to start a teacher from a model with another number of classes).
+        min_loaded_share: with ``strict=False``, the least share of the model's tensors that
+            must load (0.5: half), else nothing is loaded and ValueError is raised: a checkpoint
+            of another network is an error, not a warning.
 
     Returns:
         A :class:`CheckpointLoadReport` of loaded and skipped keys.
@@ -119,19 +164,12 @@ def load_checkpoint(
     Raises:
         FileNotFoundError: when ``path`` does not exist.
         ValueError: when the file cannot be read with ``weights_only=True``, holds no
-            recognisable state dict, ``key`` is absent, or (strict) keys/shapes differ; the
-            message names the file and the keys.
+            recognisable state dict, ``key`` is absent, (strict) keys/shapes differ, or less
+            than ``min_loaded_share`` of the model's tensors match; the message names the file
+            and the keys.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(
-            f"cannot read checkpoint {path} with weights_only=True (only tensors and plain containers "
-            f"are allowed; save model.state_dict(), not the model): {error}"
-        ) from error
+    checkpoint = read_checkpoint(path, "network weights (a state dict, or a dict holding one)")
     key, saved = _select_state_dict(checkpoint, key, path)
     target = unwrap_model(model)
     expected = target.state_dict()
@@ -156,6 +194,13 @@ def load_checkpoint(
         raise ValueError(
             "checkpoint does not match the model (strict=True, nothing loaded; pass strict=False to load "
             f"the matching keys):\n{report.summary()}" + (f"\n  shapes: {details}" if details else "")
+        )
+    share = len(report.loaded_keys) / max(len(expected), 1)
+    if share < min_loaded_share:
+        raise ValueError(
+            f"checkpoint {path} matches only {share:.0%} of the model's {len(expected)} tensors "
+            f"(at least {min_loaded_share:.0%} required; is it a checkpoint of this network?), nothing loaded:\n"
+            f"{report.summary()}"
         )
     target.load_state_dict({k: saved[k] for k in report.loaded_keys}, strict=strict)
     log = logger.info if report.complete else logger.warning

@@ -7,12 +7,15 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from pipeline.evaluation.report import verify_report
 from pipeline.experiment import (
+    MARKER,
     ExperimentConfig,
     counterfactual_delta_tpr,
+    fresh_output,
     main,
     ordered_methods,
     run_experiment,
@@ -87,17 +90,67 @@ def test_counterfactual_delta_tpr_pairs_the_with_and_without_artifact_test_sets(
     assert counterfactual_delta_tpr({"bias_free": {"tpr_bias0": 0.6}}) is None
 
 
+def _resume_args(config, output, *changes):
+    settings = [f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}" for k, v in config.settings.items()]
+    args = ["--config", "default.yaml", "--output", str(output), "--methods", "erm", "--resume"]
+    return args + [a for setting in (*settings, *changes) for a in ("--set", setting)]
+
+
 def test_resume_skips_finished_methods(tiny_experiment, capsys, tmp_path):
     config, _ = tiny_experiment
     output = tmp_path / "copy"
     shutil.copytree(config.output, output)
     report = output / "report"
     before = (report / "results.csv").stat().st_mtime_ns
-    code = main(["--config", "default.yaml", "--output", str(output), "--methods", "erm", "--resume",
-                 "--set", f"datalist={config.settings['datalist']}", "--set", "image_size=[32, 32]"])  # fmt: skip
-    assert code == 0
+    assert main(_resume_args(config, output)) == 0
     assert "erm (baseline): done before, skipped" in capsys.readouterr().out
     assert (report / "results.csv").stat().st_mtime_ns != before  # the report is rewritten
+
+
+def test_resume_reruns_a_method_whose_settings_changed(tiny_experiment, capsys, tmp_path):
+    config, _ = tiny_experiment
+    output = tmp_path / "copy"
+    shutil.copytree(config.output, output)
+    metrics = output / "localized2d" / "erm" / "eval" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    assert main(_resume_args(config, output, "max_epochs=2", "seed=7")) == 0
+    assert "erm (baseline): its settings (or a method it uses) changed since it ran: rerun" in capsys.readouterr().out
+    assert metrics.stat().st_mtime_ns != before
+    final = torch.load(output / "localized2d" / "erm" / "models" / "checkpoint_final.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == 2 * final["trainer"]["epoch_length"]
+    assert main(_resume_args(config, output, "max_epochs=2", "seed=7")) == 0  # now it is up to date
+    assert "erm (baseline): done before, skipped" in capsys.readouterr().out
+
+
+def test_resume_continues_an_interrupted_training(tiny_experiment, capsys, tmp_path):
+    config, _ = tiny_experiment
+    output = tmp_path / "copy"
+    shutil.copytree(config.output, output)
+    erm = output / "localized2d" / "erm"
+    (erm / "eval" / "metrics.json").unlink()  # as if killed after training, before its evaluation
+    (erm / "models" / "checkpoint_final.pt").unlink()
+    assert main(_resume_args(config, output)) == 0
+    assert "erm (baseline): continuing its interrupted training" in capsys.readouterr().out
+    final = torch.load(erm / "models" / "checkpoint_final.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == final["trainer"]["epoch_length"]  # no epoch trained again
+    assert (erm / "eval" / "metrics.json").is_file()
+
+
+def test_fresh_deletes_only_what_the_experiment_wrote(tiny_experiment, tmp_path):
+    config, _ = tiny_experiment
+    output = tmp_path / "copy"
+    shutil.copytree(config.output, output)
+    (output / "notes.txt").write_text("mine")
+    fresh_output(output)
+    assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
+
+
+def test_fresh_refuses_a_folder_the_experiment_did_not_write(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("mine")
+    with pytest.raises(SystemExit):
+        main(["--output", str(tmp_path), "--fresh", "--methods", "erm"])
+    assert f"{tmp_path} is not empty and has no {MARKER} marker" in capsys.readouterr().err
+    assert (tmp_path / "thesis.tex").read_text() == "mine"
 
 
 def test_bad_experiment_configs_are_refused(tmp_path):
