@@ -78,12 +78,15 @@ class TeacherAgreement(Metric):
         return float(-self._kl_sum / self._count)
 
 
-class ValidationRound(Metric):
-    """The number of validation rounds so far: as a key metric it makes ``model.pt`` the last
-    validated epoch's network (each round scores higher than every earlier one)."""
+class ValidationEpoch(Metric):
+    """The training epoch being validated: as a key metric it makes ``model.pt`` the last validated
+    epoch's network (a later epoch scores higher than every earlier one, also across a resume).
+
+    MONAI's evaluators run with the trainer's epoch as their own (``Evaluator.run(global_epoch)``).
+    """
 
     def __init__(self, output_transform: Callable = lambda output: output) -> None:
-        self._rounds = 0
+        self._epoch = 0
         super().__init__(output_transform=output_transform, device="cpu")
 
     def reset(self) -> None:
@@ -92,9 +95,12 @@ class ValidationRound(Metric):
     def update(self, output) -> None:
         pass
 
+    def completed(self, engine, name: str) -> None:
+        self._epoch = int(engine.state.epoch)
+        super().completed(engine, name)
+
     def compute(self) -> float:
-        self._rounds += 1
-        return float(self._rounds)
+        return float(self._epoch)
 
 
 SELECTIONS = ("final", "teacher_agreement", "val_auc")
@@ -103,7 +109,7 @@ SELECTIONS = ("final", "teacher_agreement", "val_auc")
 def selection_metrics(selection: str, teacher: nn.Module, device=None) -> tuple[dict, dict]:
     """(key metric, additional metrics) of the student's validation: the key one selects ``model.pt``.
 
-    ``final``: the last validated epoch (``val_round``); ``teacher_agreement``:
+    ``final``: the last validated epoch (``val_epoch``); ``teacher_agreement``:
     :class:`TeacherAgreement` on the validation images (``val_agreement``), which favours the
     epochs closest to the teacher (with a cross-entropy ramp or a student started from the
     teacher: the first ones); ``val_auc``: the validation AUC, which rewards the shortcut on biased
@@ -118,7 +124,7 @@ def selection_metrics(selection: str, teacher: nn.Module, device=None) -> tuple[
     if selection == "val_auc":
         return val_auc, {}
     if selection == "final":
-        return {"val_round": ValidationRound()}, val_auc
+        return {"val_epoch": ValidationEpoch()}, val_auc
     if selection == "teacher_agreement":
         return {"val_agreement": TeacherAgreement(teacher, device=device)}, val_auc
     raise ValueError(f"selection '{selection}' is unknown; choose one of {list(SELECTIONS)}")
