@@ -79,6 +79,22 @@ METHODS: dict[str, Method] = {
     "dfr": _mitigation("dfr", needs=("erm",)),
 }
 
+# what each method needs beyond the biased training set (the headline table's "needs" column)
+METHOD_NEEDS = {
+    "source": "external labelled data",
+    "erm": "-",
+    "reference": "artifact-free data",
+    "teacher": "the clean teacher subset, the source model",
+    "distilled": "the teacher",
+    "augmentation": "-",
+    "random_artifact": "artifact type",
+    "group_balanced": "bias labels",
+    "group_reweight": "bias labels",
+    "group_dro": "bias labels",
+    "jtt": "-",
+    "dfr": "the clean teacher subset",
+}
+
 
 @dataclass
 class ExperimentConfig:
@@ -279,7 +295,8 @@ def prediction_runs(config: ExperimentConfig, output: Path) -> list[dict]:
 
 def write_report(config: ExperimentConfig, output: Path) -> Path:
     """results.csv/md, figures, acceptance summary (and layer/saliency figures when enabled)."""
-    from pipeline.evaluation.report import build_report
+    from pipeline.evaluation.headline import write_headline
+    from pipeline.evaluation.report import build_report, load_results
 
     report_dir = output / "report"
     extra: dict[str, Path] = {}
@@ -288,6 +305,7 @@ def write_report(config: ExperimentConfig, output: Path) -> Path:
 
         extra = layer_and_saliency_figures(config, output, report_dir)
     build_report(prediction_runs(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output))
+    write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
     write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
     return report_dir
 

@@ -62,6 +62,11 @@ def test_report_numbers_are_recomputed_from_the_prediction_files(tiny_experiment
         results["test_set"]
     )
     assert "bias_inverted" in (report / "results.md").read_text()
+    headline = (report / "headline.md").read_text()
+    erm = results[(results["method"] == "erm") & (results["test_set"] == "bias_inverted")]["auc"].iloc[0]
+    assert "| erm | - | " in headline and f"{erm:.3f}" in next(
+        line for line in headline.splitlines() if line.startswith("| erm |")
+    )
 
 
 def test_report_has_configs_figures_and_acceptance_summary(tiny_experiment):
