@@ -369,6 +369,8 @@ def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict
             dist_auc = metrics["distilled"]["bias_inverted"]["auc"]
             entry.update(
                 distilled_bias_inverted_auc=dist_auc,
+                distilled_bias_free_auc=metrics["distilled"]["bias_free"]["auc"],
+                erm_bias_free_auc=metrics["erm"]["bias_free"]["auc"],
                 distilled_delta_tpr=metrics["distilled"]["in_distribution"]["delta_tpr"],
                 distilled_delta_tpr_counterfactual=counterfactual_delta_tpr(metrics["distilled"]),
                 gap_closed=(dist_auc - erm_auc) / entry["erm_gap"] if entry["erm_gap"] else None,
