@@ -45,6 +45,7 @@ def test_init_from_teacher_starts_at_the_teachers_weights(teacher_root, tiny_dat
         k for k in teacher_net if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
     ]
     assert learnt and _equal(student, teacher_net, learnt)
-    scratch = tiny_settings(tiny_datalist_2d, teacher_root, bundle_name="student_scratch", learning_rate=0.0)
+    scratch = tiny_settings(tiny_datalist_2d, teacher_root, bundle_name="student_scratch", learning_rate=0.0,
+                            init_from_teacher=False)  # fmt: skip
     run_workflow("distillation", "train", scratch)
     assert not _equal(_network(teacher_root / "student_scratch" / "models" / "model.pt"), teacher_net, learnt)
