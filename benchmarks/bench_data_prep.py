@@ -30,8 +30,16 @@ def bench(name: str, generate, full_n: int, scale: float, workers: int, **kwargs
         seconds = time.perf_counter() - start
         megabytes = _folder_mb(Path(folder))
     factor = full_n / n
-    return {"set": name, "workers": workers, "n": n, "seconds": seconds, "ms_per_item": 1000 * seconds / n,
-            "full_n": full_n, "full_seconds": seconds * factor, "full_mb": megabytes * factor}
+    return {
+        "set": name,
+        "workers": workers,
+        "n": n,
+        "seconds": seconds,
+        "ms_per_item": 1000 * seconds / n,
+        "full_n": full_n,
+        "full_seconds": seconds * factor,
+        "full_mb": megabytes * factor,
+    }
 
 
 def main() -> None:
@@ -44,18 +52,26 @@ def main() -> None:
     rows = []
     if args.only != "3d":
         for workers in args.workers:
-            rows.append(bench("synthetic2d thorax 64^2 png", synthetic2d.generate, 5000, args.scale, workers, size=64))
+            rows.append(
+                bench("synthetic2d thorax 64^2 png", synthetic2d.generate, 5000, args.scale, workers, size=64)
+            )
     if args.only != "2d":
         start = time.perf_counter()
         simba3d.template(64)
-        print(f"simba3d template preparation (nilearn import, smoothing, resampling): "
-              f"{time.perf_counter() - start:.1f} s (once per process)")
+        print(
+            f"simba3d template preparation (nilearn import, smoothing, resampling): "
+            f"{time.perf_counter() - start:.1f} s (once per process)"
+        )
         for workers in args.workers:
             rows.append(bench("simba3d 64^3 nii.gz", simba3d.generate, 600, args.scale, workers, size=64))
-    print(f"{'set':30s} {'workers':>7s} {'n':>6s} {'s':>8s} {'ms/item':>8s} {'full n':>7s} {'full s':>8s} {'full MB':>8s}")
+    print(
+        f"{'set':30s} {'workers':>7s} {'n':>6s} {'s':>8s} {'ms/item':>8s} {'full n':>7s} {'full s':>8s} {'full MB':>8s}"
+    )
     for r in rows:
-        print(f"{r['set']:30s} {r['workers']:7d} {r['n']:6d} {r['seconds']:8.1f} {r['ms_per_item']:8.1f} "
-              f"{r['full_n']:7d} {r['full_seconds']:8.1f} {r['full_mb']:8.1f}")
+        print(
+            f"{r['set']:30s} {r['workers']:7d} {r['n']:6d} {r['seconds']:8.1f} {r['ms_per_item']:8.1f} "
+            f"{r['full_n']:7d} {r['full_seconds']:8.1f} {r['full_mb']:8.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ the variant ends; ``--resume`` skips finished variants), and the tables to ``--o
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from monai.bundle import ConfigWorkflow
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 
+from benchmarks.variant_runs import parse_overrides, variant_folder, variant_parser
 from pipeline.atomic import write_json
 from pipeline.bundles import config_files, logging_file, meta_file
 from pipeline.engine.datalist import load_role
@@ -238,33 +238,17 @@ def _reference_aucs(root: Path) -> dict:
     return out
 
 
-def _value(text: str):
-    """A --set value: JSON (numbers, lists, true/false/null) or else the text itself."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--experiment", default="runs/experiment", help="output folder of a finished experiment"
-    )
-    parser.add_argument("--scenario", default="localized2d")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument(
-        "--set", nargs="*", default=[], help="extra key=value overrides for every variant (JSON values)"
-    )
+    parser = variant_parser(__doc__.split("\n\n")[0], VARIANTS)
     parser.add_argument("--resume", action="store_true", help="reuse the epochs.json of finished variants")
     parser.add_argument("--out", help="write the markdown tables here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     root = Path(args.experiment).absolute() / args.scenario
-    extra = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    extra = parse_overrides(args.set)
     results = []
     for name in args.variants:
-        folder = root / ("diag_" + "".join(c if c.isalnum() else "_" for c in name))
+        folder = root / variant_folder("diag_", name)
         done = folder / "epochs.json"
         settings = {**VARIANTS[name], **extra}
         if args.resume and done.is_file() and json.loads(done.read_text()).get("settings") == settings:

@@ -65,7 +65,7 @@ def train(images, labels, channels: int, epochs: int, batch: int, lr: float, see
     for _ in range(epochs):
         permutation = torch.randperm(len(y), generator=order)
         for start in range(0, len(y), batch):
-            index = permutation[start:start + batch]
+            index = permutation[start : start + batch]
             optimiser.zero_grad()
             torch.nn.functional.cross_entropy(model(x[index]), y[index]).backward()
             optimiser.step()
@@ -75,8 +75,12 @@ def train(images, labels, channels: int, epochs: int, batch: int, lr: float, see
 def auc(model, images, labels) -> float:
     model.eval()
     with torch.no_grad():
-        scores = torch.cat([torch.softmax(model(torch.from_numpy(images[i:i + 256])), 1)[:, 1]
-                            for i in range(0, len(images), 256)])
+        scores = torch.cat(
+            [
+                torch.softmax(model(torch.from_numpy(images[i : i + 256])), 1)[:, 1]
+                for i in range(0, len(images), 256)
+            ]
+        )
     return float(compute_roc_auc(scores, torch.from_numpy(labels)))
 
 
@@ -91,19 +95,36 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="generator parameter")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="generator parameter"
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = {k: float(v) for k, v in (p.split("=", 1) for p in args.param)}
     n = args.n_train + args.n_test
-    results = {"flavour": args.flavour, "params": params, "n_train": args.n_train, "n_test": args.n_test,
-               "epochs": args.epochs, "seed": args.seed}
+    results = {
+        "flavour": args.flavour,
+        "params": params,
+        "n_train": args.n_train,
+        "n_test": args.n_test,
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         datalist = synthetic2d.generate(
-            folder, n=n, size=args.size, flavour=args.flavour, seed=args.seed, val_fraction=0.0,
-            test_fraction=args.n_test / n, teacher_size=0, progress=False, verbose=False, **params,
+            folder,
+            n=n,
+            size=args.size,
+            flavour=args.flavour,
+            seed=args.seed,
+            val_fraction=0.0,
+            test_fraction=args.n_test / n,
+            teacher_size=0,
+            progress=False,
+            verbose=False,
+            **params,
         )
         x_train, y_train, id_train = load_role(datalist, "train")
         x_test, y_test, id_test = load_role(datalist, "test")

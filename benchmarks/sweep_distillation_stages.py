@@ -5,15 +5,15 @@ finished experiment, and prints bias-inverted AUC and ΔTPR per variant next to 
 reference of that experiment. The table in README.md ("Choosing the stages") comes from here:
 
     python -m pipeline.experiment --methods erm reference teacher distilled   # once
-    python benchmarks/sweep_distillation_stages.py --experiment runs/experiment
+    python -m benchmarks.sweep_distillation_stages --experiment runs/experiment
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from benchmarks.variant_runs import parse_overrides, variant_folder, variant_parser
 from pipeline.bundles import run_bundle
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -96,30 +96,14 @@ def _metrics(folder: Path) -> dict:
     }
 
 
-def _value(text: str):
-    """A --set value: JSON (numbers, lists, true/false/null) or else the text itself."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--experiment", default="runs/experiment", help="output folder of a finished experiment"
-    )
-    parser.add_argument("--scenario", default="localized2d")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument(
-        "--set", nargs="*", default=[], help="extra key=value config overrides (python literals)"
-    )
+    parser = variant_parser(__doc__.split("\n\n")[0], VARIANTS)
     args = parser.parse_args(argv)
     root = Path(args.experiment).absolute() / args.scenario
-    extra = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    extra = parse_overrides(args.set)
     rows = {name: _metrics(root / name) for name in ("erm", "reference") if (root / name / "eval").is_dir()}
     for name in args.variants:
-        folder = "sweep_" + "".join(c if c.isalnum() else "_" for c in name)
+        folder = variant_folder("sweep_", name)
         settings = {"output_root": str(root), "bundle_name": folder, "progress_bar": False, "tensorboard": False,
                     **VARIANTS[name], **extra}  # fmt: skip
         for workflow in ("train", "evaluate"):
