@@ -56,8 +56,8 @@ VARIANTS: dict[str, dict] = {
     },
     "from the teacher, CE 1": {**TEACHER, "task_weight": 1.0},
     "from the teacher, CE 1 ramped over 3 epochs": {**TEACHER, "task_weight": 1.0, "task_ramp_epochs": 3},
-    "from the teacher, CE 0.3 (default)": {**TEACHER, "task_weight": 0.3},
-    "from the teacher, CE 0.5": {**TEACHER, "task_weight": 0.5},
+    "from the teacher, CE 0.3": {**TEACHER, "task_weight": 0.3},
+    "from the teacher, CE 0.5 (default)": {**TEACHER, "task_weight": 0.5},
 }
 SELECTIONS = {
     "final epoch": None,

@@ -23,14 +23,15 @@ ALL = [[s, s] for s in STAGES]
 # bundles/distillation/docs that predate the `task_weight`/`init_from_teacher` defaults ran with
 # `--set task_weight=1.0 init_from_teacher=false`.
 VARIANTS = {
-    "default (from the teacher, CE 0.3)": {},
+    "default (from the teacher, CE 0.5)": {},
     "random init, CE 1 (the previous default)": {"init_from_teacher": False, "task_weight": 1.0},
-    "random init, CE 0.3": {"init_from_teacher": False},
+    "random init, CE 0.5": {"init_from_teacher": False},
+    "from the teacher, CE 0.3": {"task_weight": 0.3},
     "from the teacher, CE 1": {"task_weight": 1.0},
     "from the teacher, no CE": {"task_weight": 0.0},
     "from the teacher, CE 1 ramped over 3 epochs": {"task_weight": 1.0, "task_ramp_epochs": 3},
-    "from the teacher, CE 0.3, T=4": {"temperature": 4.0},
-    "from the teacher, CE 0.3, 12 epochs": {"max_epochs": 12},
+    "from the teacher, CE 0.5, T=4": {"temperature": 4.0},
+    "from the teacher, CE 0.5, 12 epochs": {"max_epochs": 12},
     "stages 1-4, w=1, logits 1": {"stage_pairs": ALL, "stage_weights": 1.0, "logit_weight": 1.0},
     "stages 1-4, w=10, logits 1": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 1.0},
     "stages 1-4, w=1, logits 5": {"stage_pairs": ALL, "stage_weights": 1.0, "logit_weight": 5.0},
