@@ -37,16 +37,17 @@ def default_claims(tmp_path_factory):
 @pytest.mark.slow
 def test_default_run_erm_learns_the_shortcut_and_distillation_closes_the_gap(default_claims):
     # measured on the default run (README, Results; 2 torch threads): ERM gap 0.77, ΔTPR 0.81
-    # (counterfactual 0.75); the student closes 99% of the gap (training seeds 1 and 2: 100% and
-    # 99%), counterfactual ΔTPR -0.15 (seeds 1, 2: -0.17, -0.19), bias-free AUC 0.863 against
-    # ERM's 0.876 (seeds: 0.869 vs 0.724, 0.864 vs 0.885). Bias-inverted AUC CIs are about ±0.02,
-    # so the 0.85 floor leaves room for another CPU's arithmetic and thread count.
+    # (counterfactual 0.75); the student closes 96% of the gap (training seeds 1 and 2 in the
+    # README's seed table), counterfactual ΔTPR -0.06, bias-free AUC 0.869 against ERM's 0.876.
+    # Bias-inverted AUC CIs are about ±0.02-0.03, so the 0.85 floor leaves room for another CPU's
+    # arithmetic and thread count; the counterfactual ΔTPR's bound (0.15) is its measured size
+    # plus about three times its binomial SD over 500 positives.
     assert default_claims["erm_gap"] >= 0.5
     assert default_claims["erm_delta_tpr"] >= 0.3
     assert default_claims["gap_closed"] >= 0.85
     erm_cf, distilled_cf = (default_claims[f"{m}_delta_tpr_counterfactual"] for m in ("erm", "distilled"))
-    assert distilled_cf <= 0.10 and abs(distilled_cf) <= 0.5 * abs(erm_cf)
-    # in-distribution ΔTPR (25 positives without the patch: ±0.2): 0.81 -> -0.01
+    assert abs(distilled_cf) <= 0.15 and abs(distilled_cf) <= 0.5 * abs(erm_cf)
+    # in-distribution ΔTPR (25 positives without the patch: ±0.2): 0.81 -> 0.10
     assert abs(default_claims["distilled_delta_tpr"]) <= 0.5 * abs(default_claims["erm_delta_tpr"])
     # bias-free AUC kept: within the two AUCs' CI widths (about ±0.02 each) of ERM's
     assert default_claims["distilled_bias_free_auc"] >= default_claims["erm_bias_free_auc"] - 0.04
