@@ -4,12 +4,13 @@ against a finished experiment (sweep_distillation_stages.py, diagnose_distillati
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Iterable, Mapping
+
+from pipeline.bundles import parse_value
 
 
 def variant_parser(description: str, variants: Mapping[str, dict]) -> argparse.ArgumentParser:
-    """``--experiment``, ``--scenario``, ``--variants`` and ``--set key=value`` (JSON values)."""
+    """``--experiment``, ``--scenario``, ``--variants`` and ``--set key=value``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--experiment", default="runs/experiment", help="output folder of a finished experiment"
@@ -21,16 +22,13 @@ def variant_parser(description: str, variants: Mapping[str, dict]) -> argparse.A
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict:
-    """``key=value`` pairs; a value is JSON (numbers, lists, true/false/null) or else the text itself."""
+    """``key=value`` pairs, values read by :func:`pipeline.bundles.parse_value`."""
     overrides = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"--set expects key=value, got {pair!r}")
-        try:
-            overrides[key] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key] = text
+        overrides[key] = parse_value(text)
     return overrides
 
 

@@ -22,7 +22,6 @@ The folder passes MONAI model-zoo's ``ci/verify_bundle.py`` (``min`` and ``full`
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.bundles import BUNDLES_ROOT, WORKFLOWS, config_files, logging_file, meta_file
+from pipeline.bundles import BUNDLES_ROOT, WORKFLOWS, config_files, logging_file, meta_file, parse_value
 
 PACKAGE = "shortcut-kd"
 # config ids rewritten so that nothing refers outside the exported folder
@@ -367,27 +366,21 @@ See `LICENSE` (the `{PACKAGE}` project's license). {meta["copyright"]}.
 
 
 def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["--key", "value", ...]`` -> ``{"key": value}``; values read as Python literals when they are.
+    """``["--key", "value", ...]`` -> ``{"key": value}``; values read by :func:`pipeline.bundles.parse_value`.
 
     Raises:
         ValueError: for an item that is not ``--key`` followed by a value.
     """
     if len(pairs) % 2 or not all(str(k).startswith("--") and len(k) > 2 for k in pairs[::2]):
         raise ValueError(f"config overrides must be --key value pairs, got {list(pairs)}")
-    settings = {}
-    for key, value in zip(pairs[::2], pairs[1::2]):
-        try:
-            settings[key[2:]] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            settings[key[2:]] = value
-    return settings
+    return {key[2:]: parse_value(value) for key, value in zip(pairs[::2], pairs[1::2])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.bundles export NAME --out DIR [--checkpoint ...] [--scenario ...] [--key value ...]``."""
     import argparse
 
-    from pipeline.bundles import bundle_names, scenario_names
+    from pipeline.bundles import add_bundle_arguments, add_override_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.bundles export",
@@ -395,14 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metadata, docs, weights). Unknown --key value pairs override config ids, as for a run: "
         "give the settings the run was trained with.",
     )
-    parser.add_argument("bundle", help=f"one of {bundle_names()}")
+    add_bundle_arguments(parser)
     parser.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
     parser.add_argument("--checkpoint", help="a trained run's models/model.pt, exported as models/model.pt")
     parser.add_argument("--metrics", help="the run's metrics.json (default: <run>/eval/metrics.json)")
-    parser.add_argument("--scenario", help=f"one of {scenario_names()}")
-    parser.add_argument(
-        "--config", action="append", default=[], help="extra override YAML/JSON file (repeatable)"
-    )
+    add_override_arguments(parser)
     args, extra = parser.parse_known_args(argv)
     try:
         out = export_bundle(

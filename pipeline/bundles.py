@@ -27,6 +27,35 @@ WORKFLOWS = ("train", "evaluate", "inference")
 COMMON = "common"
 
 
+JSON_CONSTANTS = {"true": True, "false": False, "null": None}
+
+
+def parse_value(text: str) -> Any:
+    """A command-line config value: a Python literal (``0.5``, ``[32, 32]``, ``False``), JSON's
+    ``true``/``false``/``null``, or else the text itself (a path, a name)."""
+    if text in JSON_CONSTANTS:
+        return JSON_CONSTANTS[text]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def add_bundle_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The positional bundle name, with the known bundles in its help."""
+    parser.add_argument("bundle", help=f"one of {bundle_names()}")
+    return parser
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--scenario`` and repeatable ``--config`` override files."""
+    parser.add_argument("--scenario", help=f"one of {scenario_names()}")
+    parser.add_argument(
+        "--config", action="append", default=[], help="extra override YAML/JSON file (repeatable)"
+    )
+    return parser
+
+
 def bundle_names(root: Path = BUNDLES_ROOT) -> list[str]:
     """Bundles under ``root``: folders with ``configs/metadata.json``."""
     return sorted(p.parent.parent.name for p in root.glob("*/configs/metadata.json"))
@@ -166,12 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Unknown --key value pairs are passed to MONAI as config overrides. "
         "`python -m pipeline.bundles export NAME --out DIR` writes a self-contained bundle folder.",
     )
-    parser.add_argument("bundle", help=f"one of {bundle_names()}")
+    add_bundle_arguments(parser)
     parser.add_argument("workflow", nargs="?", default="train", choices=WORKFLOWS)
-    parser.add_argument("--scenario", help=f"one of {scenario_names()}")
-    parser.add_argument(
-        "--config", action="append", default=[], help="extra override YAML/JSON file (repeatable)"
-    )
+    add_override_arguments(parser)
     parser.add_argument("--print-only", action="store_true", help="print the monai.bundle command and exit")
     parser.add_argument(
         "--multi-gpu", type=int, metavar="NPROC", help="train with DDP on NPROC GPUs of this node (torchrun)"

@@ -15,7 +15,6 @@ maps and the report (results.csv, results.md, figures, configs, predictions) are
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
 import json
 import logging
@@ -30,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from pipeline.atomic import write_json
-from pipeline.bundles import BUNDLES_ROOT, config_files, run_bundle, scenario_names
+from pipeline.bundles import BUNDLES_ROOT, config_files, parse_value, run_bundle, scenario_names
 from pipeline.engine.resumable_checkpoint import ResumeError, config_fingerprint, resume_path
 
 EXPERIMENTS = BUNDLES_ROOT / "common" / "experiments"
@@ -218,12 +217,18 @@ def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
         fingerprint = method_fingerprint(config, scenario, method)
         prefix = f"[{index}/{len(steps)}] {scenario} {method} ({spec.bundle})"
         if resume and done.is_file():
-            saved = json.loads(fingerprint_file.read_text()).get("fingerprint") if fingerprint_file.is_file() else None
+            saved = (
+                json.loads(fingerprint_file.read_text()).get("fingerprint")
+                if fingerprint_file.is_file()
+                else None
+            )
             if saved == fingerprint:
                 _progress(f"{prefix}: done before, skipped", started)
                 continue
             _progress(f"{prefix}: its settings (or a method it uses) changed since it ran: rerun", started)
-        elif resume and _resumable_training(output / scenario / method / "models", settings["config_fingerprint"]):
+        elif resume and _resumable_training(
+            output / scenario / method / "models", settings["config_fingerprint"]
+        ):
             _progress(f"{prefix}: continuing its interrupted training", started)
             settings = {**settings, "resume": True}
         for workflow in ("train", "evaluate"):
@@ -304,7 +309,9 @@ def write_report(config: ExperimentConfig, output: Path) -> Path:
         from pipeline.experiment_figures import layer_and_saliency_figures
 
         extra = layer_and_saliency_figures(config, output, report_dir)
-    build_report(prediction_runs(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output))
+    build_report(
+        prediction_runs(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output)
+    )
     write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
     write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
     return report_dir
@@ -321,7 +328,9 @@ def test_set_notes(config: ExperimentConfig, output: Path) -> dict[str, str]:
         if not any(r["prebiased"] for r in records):
             continue
         evaluated = list(dict.fromkeys(name for r in records for name in r["evaluated"]))
-        missing = {name: why for r in records for name, why in r["not_possible"].items() if name not in evaluated}
+        missing = {
+            name: why for r in records for name, why in r["not_possible"].items() if name not in evaluated
+        }
         notes[scenario] = (
             "Pre-biased data: the bias is in the images and its flag comes from the datalist (nothing injected); "
             "the test sets are the test role's existing groups (bias_inverted: a seeded resample with the two "
@@ -438,10 +447,7 @@ def _parse_setting(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
+    return key, parse_value(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -460,7 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar="KEY=VALUE", help="override a bundle config id for every run (repeatable)")  # fmt: skip
     parser.add_argument("--resume", action="store_true",
                         help="skip methods already run with the same settings, continue interrupted trainings")  # fmt: skip
-    parser.add_argument("--fresh", action="store_true", help="delete what an earlier experiment wrote there first")
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete what an earlier experiment wrote there first"
+    )
     args = parser.parse_args(argv)
     try:
         config = ExperimentConfig.load(args.config)

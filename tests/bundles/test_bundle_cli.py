@@ -66,7 +66,9 @@ def test_ckpt_export_gives_torchscript_with_the_same_outputs(tmp_path):
     images = torch.rand(3, 1, 64, 64)
     with torch.no_grad():
         expected = network(images)  # traced: the same float32 ops, within rounding of the logits' magnitude
-        torch.testing.assert_close(scripted(images), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+        torch.testing.assert_close(
+            scripted(images), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max())
+        )
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -126,3 +128,18 @@ def test_bundle_cli_prints_the_monai_command():
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert "monai.bundle run" in line and "evaluation.yaml" in line and line.endswith("--max_epochs 2")
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("0.5", 0.5), ("[32, 32]", [32, 32]), ("False", False), ("false", False), ("true", True),
+     ("null", None), ("None", None), ("teacher", "teacher"), ("/data/x.json", "/data/x.json")],
+)  # fmt: skip
+def test_command_line_values_are_literals_json_constants_or_text(text, value):
+    """Every command line that overrides config ids (bundles, export, experiment --set, the
+    sweeps) reads values the same way; a lowercase ``false`` is False, not the truthy text."""
+    from pipeline.bundles import parse_value
+    from pipeline.experiment import _parse_setting
+
+    assert parse_value(text) == value and type(parse_value(text)) is type(value)
+    assert _parse_setting(f"key={text}") == ("key", value)
