@@ -117,10 +117,9 @@ class EpochScores:
     def __init__(self, parser, workflow_network, teacher_network, device):
         datalist = parser.get_parsed_content("datalist")
         seed = parser.get_parsed_content("seed")
-        test = load_role(
-            datalist, parser.get_parsed_content("test_role") if "test_role" in parser else "test"
-        )
+        test = load_role(datalist, "test")
         teacher_items = load_role(datalist, "teacher")
+        # the part of the teacher subset the teacher bundle held out (its `teacher_holdout` default)
         _, clean_held = split_holdout(teacher_items, 0.2, seed)
         validation = load_role(datalist, "validation")
         self.loaders = {
@@ -159,8 +158,9 @@ def teacher_as_trained(trainer, items) -> dict:
     if cache is None or not len(cache):
         return {}
     flags = {str(i["id"]): i for i in items}
-    keys = [k for k in cache._store if k[0] in flags]
-    probs = np.array([float(cache._store[k]["logits"].float().softmax(0)[1]) for k in keys])
+    cached = [(k, t) for k, t in cache.items() if k[0] in flags]
+    keys = [k for k, _ in cached]
+    probs = np.array([float(t["logits"].float().softmax(0)[1]) for _, t in cached])
     labels = np.array([int(flags[k[0]]["label"]) for k in keys])
     bias = np.array([int(k[1]) for k in keys])
     pred = {"prob": probs, "label": labels, "bias": bias}

@@ -23,6 +23,10 @@ class TeacherTargetCache:
     def __len__(self) -> int:
         return len(self._store)
 
+    def items(self):
+        """(key, targets) of every cached sample, targets on the CPU (for inspection)."""
+        return self._store.items()
+
     def get(self, keys: Sequence[Hashable], device: torch.device) -> dict[str, torch.Tensor] | None:
         """Stacked targets for ``keys`` if every key is cached, else None."""
         if not keys or any(k not in self._store for k in keys):

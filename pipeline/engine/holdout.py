@@ -28,8 +28,9 @@ def split_holdout(items: Sequence[dict], fraction: float, seed: int = 0) -> tupl
         count = max(1, int(round(fraction * len(group))))
         if not 0 < count < len(group):
             raise ValueError(
-                f"holdout fraction {fraction} of the {len(group)} item(s) with label {label} holds out {count}: "
-                "need at least one held out and one kept per label (give more items or another fraction)"
+                f"holdout fraction {fraction} of the {len(group)} item(s) with label {label} holds out {count}; "
+                "need at least one held out and one kept per label: give more items of that label "
+                "(the teacher bundle sets the fraction with teacher_holdout)"
             )
         held_ids.update(str(i["id"]) for i in group[:count])
     fit = [i for i in items if str(i["id"]) not in held_ids]

@@ -194,6 +194,8 @@ def test_cached_and_live_teacher_targets_give_the_same_losses():
     assert (
         len(cache) == 24 and cache.hits == 6 and cache.misses == 3
     )  # epochs 2-3 read every batch from the cache
+    cached = dict(cache.items())
+    assert len(cached) == 24 and all(t["logits"].device.type == "cpu" for t in cached.values())
 
 
 def test_scripted_and_eager_teacher_give_the_same_losses():
