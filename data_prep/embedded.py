@@ -52,11 +52,23 @@ def content_arguments(name: str, params: dict) -> dict:
     if name == "synthetic2d":
         domain = synthetic2d.make_domain(arguments["flavour"], arguments.pop("domain_params"))
         arguments["domain"] = dataclasses.asdict(domain)
+        ood_params = arguments.pop("ood_params")
+        if arguments["ood_size"]:
+            ood_domain = (
+                synthetic2d.make_domain(arguments["flavour"], ood_params)
+                if ood_params is not None
+                else synthetic2d.default_ood_domain(arguments["flavour"], domain)
+            )
+            arguments["ood_domain"] = dataclasses.asdict(ood_domain)
     else:
         unknown = sorted(set(arguments["effect_params"]) - {f.name for f in dataclasses.fields(simba3d.Simba3DEffects)})
         if unknown:
             raise ValueError(f"unknown simba3d parameter(s) {unknown}")
-        arguments["effects"] = dataclasses.asdict(simba3d.Simba3DEffects(**arguments.pop("effect_params")))
+        effects = simba3d.Simba3DEffects(**arguments.pop("effect_params"))
+        arguments["effects"] = dataclasses.asdict(effects)
+        ood_site = arguments.pop("ood_site")
+        if arguments["ood_size"]:
+            arguments["ood_effects"] = dataclasses.asdict(simba3d.ood_site_effects(effects, ood_site))
     try:
         json.dumps(arguments)
     except TypeError as err:

@@ -18,6 +18,7 @@ import multiprocessing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Mapping
 
 import nibabel as nib
 import numpy as np
@@ -35,6 +36,10 @@ MNI_CODE = 4  # NIfTI xform code "MNI152"
 # Region centres in MNI millimetres: the disease region, and a second region recorded for
 # local-deformation bias artifacts (not used by the generator).
 REGIONS_MM = {"left_medial_temporal": (-26.0, -20.0, -14.0), "right_frontal": (30.0, 40.0, 20.0)}
+# What an acquisition site sets; another site (the ``test_ood`` role) differs in these only.
+SITE_FIELDS = ("noise_std", "intensity_gain", "blur_sigma_mm")
+# The default other site (values, not factors), measured with benchmarks/scenario_validity.py (docs/data.md)
+DEFAULT_OOD_SITE = {"noise_std": 0.045}
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,10 @@ class Simba3DEffects:
         disease_scale_mm: peak displacement of the disease mode at coefficient 1.
         disease_mean: class means of the disease coefficient are +-this value (SD 1).
         noise_std: standard deviation of the additive intensity noise (template in [0, 1]).
+        intensity_gain: scanner gain: the warped template is multiplied by it (1 = unchanged).
+        blur_sigma_mm: scanner resolution: Gaussian smoothing of the warped template (0 = none).
+        The last three describe the acquisition site (:data:`SITE_FIELDS`); ``test_ood`` volumes
+        are drawn with other values (``ood_site``).
 
     Raises:
         ValueError: a negative magnitude, no subject modes or an unknown region.
@@ -63,15 +72,17 @@ class Simba3DEffects:
     disease_scale_mm: float = 4.0
     disease_mean: float = 1.0
     noise_std: float = 0.03
+    intensity_gain: float = 1.0
+    blur_sigma_mm: float = 0.0
 
     def __post_init__(self):
         if int(self.n_subject_modes) != self.n_subject_modes or self.n_subject_modes < 0:
             raise ValueError(f"n_subject_modes must be an integer >= 0, got {self.n_subject_modes!r}")
         object.__setattr__(self, "n_subject_modes", int(self.n_subject_modes))
-        for name in ("subject_scale_mm", "disease_scale_mm", "disease_mean", "noise_std"):
+        for name in ("subject_scale_mm", "disease_scale_mm", "disease_mean", "noise_std", "blur_sigma_mm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("coefficient_bound", "disease_radius_mm"):
+        for name in ("coefficient_bound", "disease_radius_mm", "intensity_gain"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.disease_region not in REGIONS_MM:
@@ -139,6 +150,20 @@ def disease_mode(size: int, centre: np.ndarray, radius_vox: float) -> np.ndarray
     return (field / np.linalg.norm(field, axis=0).max()).astype(np.float32)
 
 
+def ood_site_effects(effects: Simba3DEffects, ood_site: Mapping | None = None) -> Simba3DEffects:
+    """``effects`` at another acquisition site: its :data:`SITE_FIELDS` replaced by ``ood_site``
+    (None: :data:`DEFAULT_OOD_SITE`).
+
+    Raises:
+        ValueError: ``ood_site`` names a field that is not a site field, or a bad value.
+    """
+    site = DEFAULT_OOD_SITE if ood_site is None else dict(ood_site)
+    unknown = sorted(set(site) - set(SITE_FIELDS))
+    if unknown:
+        raise ValueError(f"ood_site: unknown field(s) {unknown}; a site sets only {list(SITE_FIELDS)}")
+    return dataclasses.replace(effects, **{k: float(v) for k, v in site.items()})
+
+
 def _truncated_normal(rng: np.random.Generator, count: int, bound: float) -> np.ndarray:
     values = rng.normal(size=count)
     while np.any(np.abs(values) > bound):
@@ -154,11 +179,12 @@ def _init_worker(state: dict) -> None:
     _WORKER.update(state)
 
 
-def _draw_and_write(task: tuple[int, int]) -> tuple[int, float]:
-    """Draw volume ``index`` with ``label`` and write it; return (index, disease coefficient)."""
-    index, label = task
+def _draw_and_write(task: tuple[int, int, int]) -> tuple[int, float]:
+    """Draw volume ``index`` with ``label`` at site ``site`` (0: training site, 1: the OOD site) and
+    write it; return (index, disease coefficient)."""
+    index, label, site = task
     state = _WORKER
-    effects: Simba3DEffects = state["effects"]
+    effects: Simba3DEffects = state["sites"][site]
     rng = np.random.default_rng([state["seed"], index])
     subject = _truncated_normal(rng, effects.n_subject_modes, effects.coefficient_bound)
     disease = rng.normal(effects.disease_mean if label else -effects.disease_mean, 1.0)
@@ -166,6 +192,10 @@ def _draw_and_write(task: tuple[int, int]) -> tuple[int, float]:
     ddf = ddf + disease * state["disease_scale_vox"] * state["disease_mode"]
     coordinates = np.indices(ddf.shape[1:], dtype=np.float32) + ddf  # sample the template at x + ddf(x)
     volume = ndimage.map_coordinates(state["template"], coordinates, order=1, mode="constant", cval=0.0)
+    if effects.blur_sigma_mm > 0:
+        volume = ndimage.gaussian_filter(volume, effects.blur_sigma_mm / float(state["affine"][0, 0]))
+    if effects.intensity_gain != 1.0:
+        volume = volume * effects.intensity_gain
     volume = volume + rng.normal(0.0, effects.noise_std, size=volume.shape)
     image = nib.Nifti1Image(volume.astype(np.float32), state["affine"])
     image.set_qform(state["affine"], code=MNI_CODE)
@@ -189,6 +219,8 @@ def generate(
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool = True,
+    ood_size: int = 0,
+    ood_site: Mapping | None = None,
     **effect_params,
 ) -> Path:
     """Generate ``n`` volumes of ``size``^3 under ``out_dir/images`` and the datalist.
@@ -204,6 +236,8 @@ def generate(
         overwrite: replace existing outputs in ``out_dir``.
         progress: show progress bars.
         verbose: print the summary.
+        ood_size: number of ``test_ood`` volumes from another acquisition site (0: no such role).
+        ood_site: that site's :data:`SITE_FIELDS` values (None: :data:`DEFAULT_OOD_SITE`).
         **effect_params: fields of :class:`Simba3DEffects`.
 
     Returns:
@@ -218,7 +252,8 @@ def generate(
     if unknown:
         raise ValueError(f"unknown simba3d parameter(s) {unknown}; allowed: {allowed}")
     effects = Simba3DEffects(**effect_params)
-    for name, value, low in (("n", n, 2), ("size", size, 8), ("workers", workers, 1)):
+    ood_effects = ood_site_effects(effects, ood_site)
+    for name, value, low in (("n", n, 2), ("size", size, 8), ("workers", workers, 1), ("ood_size", ood_size, 0)):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not 0.0 < positive_fraction < 1.0:
@@ -232,19 +267,23 @@ def generate(
     labels = np.zeros(n, dtype=int)
     labels[: int(round(n * positive_fraction))] = 1
     labels = labels[np.random.default_rng([seed, 2**31]).permutation(n)]
+    ood_labels = np.zeros(ood_size, dtype=int)
+    ood_labels[: int(round(ood_size * positive_fraction))] = 1
+    labels = np.r_[labels, ood_labels[np.random.default_rng([seed, 2**31 + 1]).permutation(ood_size)]]
+    total = n + ood_size
     with staged_output(out_dir, overwrite) as staging:
         folder = staging / "images"
         folder.mkdir()
         state = {
-            "effects": effects, "seed": seed, "template": volume, "affine": affine, "folder": folder,
+            "sites": (effects, ood_effects), "seed": seed, "template": volume, "affine": affine, "folder": folder,
             "subject_modes": subject_modes(size, effects.n_subject_modes, seed),
             "subject_scale_vox": effects.subject_scale_mm / voxel_mm,
             "disease_mode": disease_mode(size, centre, effects.disease_radius_mm / voxel_mm),
             "disease_scale_vox": effects.disease_scale_mm / voxel_mm,
         }
-        tasks = [(i, int(labels[i])) for i in range(n)]
-        bar = partial(tqdm, total=n, desc="generating simba3d", unit="volume", disable=not progress)
-        coefficients = np.zeros(n)
+        tasks = [(i, int(labels[i]), int(i >= n)) for i in range(total)]
+        bar = partial(tqdm, total=total, desc="generating simba3d", unit="volume", disable=not progress)
+        coefficients = np.zeros(total)
         if workers == 1:
             previous = dict(_WORKER)
             _WORKER.update(state)
@@ -260,16 +299,18 @@ def generate(
         for index, coefficient in results:
             coefficients[index] = coefficient
         table = pd.DataFrame({
-            "image": [folder / f"simba3d_{i:05d}.nii.gz" for i in range(n)],
+            "image": [folder / f"simba3d_{i:05d}.nii.gz" for i in range(total)],
             "label": labels,
-            "id": [f"simba3d_{i:05d}" for i in range(n)],
+            "id": [f"simba3d_{i:05d}" for i in range(total)],
             "disease_coefficient": np.round(coefficients, 6),
+            "role": [None] * n + ["test_ood"] * ood_size,
         })
         metadata = {
             "source": "simba3d",
             "generator_version": GENERATOR_VERSION,
             "parameters": {"n": n, "size": size, "positive_fraction": positive_fraction,
-                           "effects": dataclasses.asdict(effects)},
+                           "effects": dataclasses.asdict(effects), "ood_size": ood_size,
+                           "ood_effects": dataclasses.asdict(ood_effects) if ood_size else None},
             "seed": seed,
             "image_size": [size] * 3,
             "voxel_size_mm": voxel_mm,

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from data_prep import embedded, synthetic2d
+from data_prep import embedded, simba3d, synthetic2d
 
 PARAMS = dict(n=20, size=16, teacher_size=2)
 
@@ -38,6 +38,19 @@ def test_folder_depends_on_content_parameters_only(tmp_path, monkeypatch):
     assert volumes != embedded.dataset_folder("simba3d", tmp_path, n=8, noise_std=0.05)
     monkeypatch.setenv(embedded.ENV_ROOT, str(tmp_path / "env"))
     assert embedded.dataset_folder("simba3d").parent == tmp_path / "env"
+
+
+def test_folder_follows_the_default_ood_site(tmp_path, monkeypatch):
+    """A changed default OOD site is new content: a new folder, not the cached one."""
+    ood2d = embedded.dataset_folder("synthetic2d", tmp_path, ood_size=10, **PARAMS)
+    ood3d = embedded.dataset_folder("simba3d", tmp_path, n=8, ood_size=4)
+    assert embedded.dataset_folder("synthetic2d", tmp_path, **PARAMS) != ood2d
+    monkeypatch.setitem(synthetic2d.OOD_SHIFT, "thorax", {"noise_std": 3.0})
+    monkeypatch.setattr(simba3d, "DEFAULT_OOD_SITE", {"noise_std": 0.2})
+    assert embedded.dataset_folder("synthetic2d", tmp_path, ood_size=10, **PARAMS) != ood2d
+    assert embedded.dataset_folder("simba3d", tmp_path, n=8, ood_size=4) != ood3d
+    # without an OOD role the site does not matter
+    assert embedded.dataset_folder("simba3d", tmp_path, n=8) == embedded.dataset_folder("simba3d", tmp_path, n=8, ood_site={"noise_std": 0.2})
 
 
 def test_concurrent_winner_is_used(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The SimBA-like 3D generator: offline template, NIfTI affine, effects, determinism."""
 
+import dataclasses
 import hashlib
 import json
 import socket
@@ -83,8 +84,38 @@ def test_effects_change_the_volume(tmp_path):
     assert not all(np.allclose(v, volumes[0], atol=1e-3) for v in volumes)
 
 
+def test_ood_site_adds_a_role_and_leaves_the_training_site_unchanged(volumes, tmp_path):
+    site = {"noise_std": 0.0, "intensity_gain": 0.5, "blur_sigma_mm": 10.0}
+    path = simba3d.generate(tmp_path, seed=2, ood_size=4, ood_site=site, **SMALL)
+    content, before = json.loads(path.read_text()), json.loads(volumes.read_text())
+    for role in ("train", "teacher", "validation", "test"):  # same items, same volumes
+        assert [i["id"] for i in content[role]] == [i["id"] for i in before[role]]
+    first = content["train"][0]["image"]
+    assert np.array_equal(nib.load(path.parent / first).get_fdata(), nib.load(volumes.parent / first).get_fdata())
+    ood = content["test_ood"]
+    assert len(ood) == 4 and sum(i["label"] for i in ood) == 2
+    assert content["metadata"]["parameters"]["ood_effects"]["intensity_gain"] == 0.5
+    # the other site: half the gain, smoothed, no noise -> darker and smoother than any training volume
+    ood_volume = nib.load(path.parent / ood[0]["image"]).get_fdata()
+    train_volume = nib.load(path.parent / first).get_fdata()
+    assert ood_volume.max() < 0.6 * train_volume.max()
+    assert np.abs(np.diff(ood_volume, axis=0)).mean() < 0.5 * np.abs(np.diff(train_volume, axis=0)).mean()
+
+
+def test_default_ood_site_differs_only_in_site_fields():
+    effects = simba3d.Simba3DEffects()
+    other = simba3d.ood_site_effects(effects)
+    changed = {k for k in simba3d.SITE_FIELDS if getattr(other, k) != getattr(effects, k)}
+    assert changed and changed <= set(simba3d.SITE_FIELDS)
+    assert dataclasses.replace(other, **{k: getattr(effects, k) for k in simba3d.SITE_FIELDS}) == effects
+    with pytest.raises(ValueError, match="disease_mean"):
+        simba3d.ood_site_effects(effects, {"disease_mean": 2.0})
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"disease_region": "cerebellum"}, "disease_region"),
+    ({"intensity_gain": 0.0}, "intensity_gain"),
+    ({"ood_size": -1}, "ood_size"),
     ({"noise_std": -0.1}, "noise_std"),
     ({"warp": 1}, "unknown simba3d parameter"),
     ({"size": 4}, "size must be"),

@@ -1,0 +1,165 @@
+"""Run whole experiments (every method, evaluation, layer analysis, saliency, report) one after the
+other, timed, and write the table and the results page from their reports.
+
+Each run is an experiment config (a name in bundles/common/experiments or a path) with optional
+overrides, in its own output folder, so a run's time is its own. A run is resumable: an
+interrupted one continues (``pipeline.experiment --resume``), a finished one is skipped when its
+row is in the table.
+
+    python -m benchmarks.scenario_runs --runs benchmarks/configs/scenario_runs.yaml \
+        --output runs/scenarios --table benchmarks/results/scenario_runs.csv --page docs/results.md --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+import yaml
+
+from benchmarks.scenario_validity import append_row
+from pipeline.atomic import atomic_path
+from pipeline.experiment import ExperimentConfig, run_experiment
+
+CORE = ("erm", "reference", "teacher", "distilled")
+# methods that know nothing of the artifact (the student must beat them)
+ARTIFACT_AGNOSTIC = ("augmentation", "jtt")
+
+
+def load_runs(path: str | Path) -> dict[str, dict]:
+    """``{run name: {config, scenarios, methods, settings, method_settings}}`` from a YAML file.
+
+    Raises:
+        ValueError: a missing file or a run that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"runs file '{path}' does not exist")
+    runs = yaml.safe_load(path.read_text()) or {}
+    bad = [name for name, run in runs.items() if not isinstance(run, dict)]
+    if bad:
+        raise ValueError(f"runs file '{path}': run(s) {bad} must be mappings of experiment settings")
+    return runs
+
+
+def experiment_config(run: Mapping[str, Any], output: Path) -> ExperimentConfig:
+    """The experiment config of one run: its ``config`` file with the run's other keys on top."""
+    config = ExperimentConfig.load(run.get("config", "default.yaml"))
+    for key, value in run.items():
+        if key == "config":
+            continue
+        if key not in ExperimentConfig.__dataclass_fields__:
+            raise ValueError(f"run key '{key}' is not an experiment setting; allowed: {sorted(ExperimentConfig.__dataclass_fields__)}")
+        current = getattr(config, key)
+        setattr(config, key, {**current, **value} if isinstance(current, dict) else value)
+    config.output = str(output)
+    config.validate()
+    return config
+
+
+def summary_rows(name: str, config: ExperimentConfig, seconds: float) -> list[dict[str, Any]]:
+    """One table row per scenario of a finished run: timing, core AUCs, gap closed, counterfactual ΔTPR."""
+    report = Path(config.output) / "report"
+    results = pd.read_csv(report / "results.csv")
+    acceptance = json.loads((report / "acceptance.json").read_text())
+    rows = []
+    for scenario in config.scenarios:
+        part = results[results["scenario"] == scenario].set_index(["method", "test_set"])
+
+        def auc(method: str, test_set: str = "bias_inverted", part=part) -> float:
+            return float(part.loc[(method, test_set), "auc"]) if (method, test_set) in part.index else float("nan")
+
+        claims = acceptance.get(scenario, {})
+        agnostic = [auc(m) for m in ARTIFACT_AGNOSTIC if (m, "bias_inverted") in part.index]
+        rows.append({
+            "run": name, "scenario": scenario, "seconds": round(seconds), "threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()} {os.cpu_count()} cores", "seed": int(config.settings.get("seed", 0)),
+            **{f"{m}_bias_inverted_auc": auc(m) for m in CORE},
+            "reference_bias_free_auc": auc("reference", "bias_free"),
+            "reference_ood_auc": auc("reference", "ood"),
+            "best_agnostic_baseline_auc": max(agnostic) if agnostic else float("nan"),
+            "gap_closed": claims.get("gap_closed"),
+            "erm_cf_delta_tpr": claims.get("erm_delta_tpr_counterfactual"),
+            "distilled_cf_delta_tpr": claims.get("distilled_delta_tpr_counterfactual"),
+        })  # fmt: skip
+    return rows
+
+
+def markdown_table(table: pd.DataFrame) -> list[str]:
+    """``table`` as markdown lines (floats with 3 decimals, missing values as n/a)."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "n/a" if pd.isna(value) else f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+
+
+def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
+    """The results page: the runs table, then each run's headline table (from its report)."""
+    lines = [
+        "# Results per scenario",
+        "",
+        "Generated by `python -m benchmarks.scenario_runs` from the runs' reports; every number is in",
+        "the run's `report/results.md` with its 95% CI. Bias-inverted AUC unless said otherwise;",
+        "gap closed = (student - ERM) / (reference - ERM) on it.",
+        "",
+        *markdown_table(table),
+        "",
+    ]
+    for name in dict.fromkeys(table["run"]):
+        headline = output / name / "report" / "headline.md"
+        if headline.is_file():
+            lines += [f"## {name}", "", headline.read_text().strip(), ""]
+    with atomic_path(page) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario_runs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", default="benchmarks/configs/scenario_runs.yaml", help="YAML: run name -> experiment settings")
+    parser.add_argument("--only", nargs="+", help="run only these names of the runs file")
+    parser.add_argument("--output", default="runs/scenarios", help="one experiment folder per run under it")
+    parser.add_argument("--table", default="benchmarks/results/scenario_runs.csv")
+    parser.add_argument("--page", help="results page to write from the table and the reports (markdown)")
+    parser.add_argument("--resume", action="store_true", help="skip runs in the table, continue interrupted ones")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.runs)
+        unknown = sorted(set(args.only or ()) - set(runs))
+        if unknown:
+            raise ValueError(f"--only: unknown run(s) {unknown}; runs: {list(runs)}")
+        configs = {n: experiment_config(r, Path(args.output).absolute() / n) for n, r in runs.items() if not args.only or n in args.only}
+    except ValueError as err:
+        parser.error(str(err))
+    table = Path(args.table)
+    done = set(pd.read_csv(table)["run"]) if args.resume and table.is_file() else set()
+    if not args.resume and table.is_file():
+        table.unlink()
+    for name, config in configs.items():
+        if name in done:
+            print(f"{name}: in the table, skipped", flush=True)
+            continue
+        started = time.monotonic()
+        partly_done = Path(config.output).is_dir() and any(Path(config.output).iterdir())
+        run_experiment(config, resume=args.resume)
+        for row in summary_rows(name, config, time.monotonic() - started):
+            append_row(table, {**row, "whole_run_timed": not partly_done})
+        print(f"{name}: {time.monotonic() - started:.0f} s", flush=True)
+    if args.page and table.is_file():
+        write_page(pd.read_csv(table), Path(args.output).absolute(), Path(args.page))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The scenario scripts' pieces: candidate files, resumable tables, run configs, the results page."""
+
+import pandas as pd
+import pytest
+
+from benchmarks import scenario_runs, scenario_validity
+
+
+def test_candidates_file_must_map_names_to_mappings(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("noise: {_target_: pipeline.transforms.GaussianNoiseArtifact, std: 0.02}\n")
+    assert scenario_validity.load_candidates(good)["noise"]["std"] == 0.02
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- noise\n")
+    with pytest.raises(ValueError, match="bad.yaml.*must map names"):
+        scenario_validity.load_candidates(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        scenario_validity.load_candidates(tmp_path / "missing.yaml")
+
+
+def test_artifact_row_says_how_much_the_artifact_fools_the_model():
+    metrics = {
+        "bias_free": {"auc": 0.95, "tpr_bias0": 0.9},
+        "bias_inverted": {"auc": 0.60},
+        "cf_with": {"tpr_bias1": 0.99},
+    }
+    row = scenario_validity.artifact_row(metrics)
+    assert row["fooled_by"] == pytest.approx(0.35)
+    assert row["cf_delta_tpr"] == pytest.approx(0.09)
+
+
+def test_rows_are_appended_and_kept(tmp_path):
+    table = tmp_path / "t.csv"
+    scenario_validity.append_row(table, {"candidate": "a", "auc": 0.5})
+    scenario_validity.append_row(table, {"candidate": "b", "auc": 0.75})
+    assert pd.read_csv(table)["candidate"].tolist() == ["a", "b"]
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_run_settings_go_on_top_of_the_experiment_config(tmp_path):
+    config = scenario_runs.experiment_config(
+        {"scenarios": ["diffuse2d"], "settings": {"max_epochs": 2}, "methods": ["erm", "reference"]}, tmp_path / "out"
+    )
+    assert config.scenarios == ["diffuse2d"] and config.methods == ["erm", "reference"]
+    assert config.settings["max_epochs"] == 2 and "tensorboard" in config.settings  # merged, not replaced
+    assert config.output == str(tmp_path / "out")
+    with pytest.raises(ValueError, match="'epochs' is not an experiment setting"):
+        scenario_runs.experiment_config({"epochs": 2}, tmp_path)
+    with pytest.raises(ValueError, match="unknown scenario"):
+        scenario_runs.experiment_config({"scenarios": ["nowhere"]}, tmp_path)
+
+
+def test_markdown_table_formats_numbers_and_gaps():
+    table = pd.DataFrame({"run": ["a"], "auc": [0.91234], "gap": [float("nan")]})
+    assert scenario_runs.markdown_table(table) == ["| run | auc | gap |", "| --- | --- | --- |", "| a | 0.912 | n/a |"]
