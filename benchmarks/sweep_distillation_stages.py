@@ -6,6 +6,10 @@ reference of that experiment. The table in README.md ("Choosing the stages") com
 
     python -m pipeline.experiment --methods erm reference teacher distilled   # once
     python -m benchmarks.sweep_distillation_stages --experiment runs/experiment
+
+`--partial-layers` runs only the partial-layer ablation (early, late, all stages); `--resume`
+skips variants already trained and evaluated with the same settings; `--table` writes the rows
+as CSV.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from benchmarks.variant_runs import parse_overrides, variant_folder, variant_parser
+from pipeline.atomic import atomic_path, write_json
 from pipeline.bundles import run_bundle
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -85,7 +92,12 @@ VARIANTS = {
         "stage_weights": 100.0,
         "logit_weight": 5.0,
     },
+    # partial-layer ablation (the paper's): which stages must be distilled, without the logit term
+    "partial: early stages 1-2, no logits": {"stage_pairs": ALL[:2], "logit_weight": 0.0},
+    "partial: late stages 3-4, no logits": {"stage_pairs": ALL[2:], "logit_weight": 0.0},
+    "partial: all stages 1-4, no logits": {"stage_pairs": ALL, "logit_weight": 0.0},
 }
+PARTIAL_LAYERS = [name for name in VARIANTS if name.startswith("partial:")]
 
 
 def _metrics(folder: Path) -> dict:
@@ -99,7 +111,12 @@ def _metrics(folder: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = variant_parser(__doc__.split("\n\n")[0], VARIANTS)
+    parser.add_argument("--partial-layers", action="store_true", help="only the partial-layer ablation variants")
+    parser.add_argument("--resume", action="store_true", help="skip variants already run with the same settings")
+    parser.add_argument("--table", help="CSV of the rows (scenario, variant, metrics)")
     args = parser.parse_args(argv)
+    if args.partial_layers:
+        args.variants = PARTIAL_LAYERS
     root = Path(args.experiment).absolute() / args.scenario
     extra = parse_overrides(args.set)
     rows = {name: _metrics(root / name) for name in ("erm", "reference") if (root / name / "eval").is_dir()}
@@ -107,15 +124,22 @@ def main(argv=None) -> int:
         folder = variant_folder("sweep_", name)
         settings = {"output_root": str(root), "bundle_name": folder, "progress_bar": False, "tensorboard": False,
                     **VARIANTS[name], **extra}  # fmt: skip
-        for workflow in ("train", "evaluate"):
-            run_bundle("distillation", workflow, args.scenario, settings=settings)
+        record = root / folder / "sweep_settings.json"
+        if not (args.resume and record.is_file() and json.loads(record.read_text()) == settings):
+            for workflow in ("train", "evaluate"):
+                run_bundle("distillation", workflow, args.scenario, settings=settings)
+            write_json(settings, record)
         rows[name] = _metrics(root / folder)
     print("| variant | bias-inverted AUC | bias-free AUC | ΔTPR |\n| --- | --- | --- | --- |")
     for name, row in rows.items():
         print(
             f"| {name} | {row['bias_inverted_auc']:.3f} | {row['bias_free_auc']:.3f} | {row['delta_tpr']:.2f} |"
         )
-    (root / "sweep_distillation.json").write_text(json.dumps(rows, indent=2))
+    write_json(rows, root / "sweep_distillation.json")
+    if args.table:
+        table = pd.DataFrame([{"scenario": args.scenario, "variant": n, **r} for n, r in rows.items()])
+        with atomic_path(Path(args.table)) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
     return 0
 
 
