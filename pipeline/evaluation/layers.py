@@ -2,7 +2,7 @@
 
 For a trained network and its named stages (registry module paths such as ``stage1`` or
 ``layer3``), every analysis reads the globally average-pooled output of each stage (all spatial
-axes, so 2D and 3D alike), captured with :class:`pipeline.distillation.hooks.FeatureHooks`:
+axes, so 2D and 3D alike), captured with :class:`pipeline.networks.hooks.FeatureHooks`:
 
 - :func:`linear_probe_scores`: a logistic-regression probe per stage and target (the bias flag,
   the class label) fitted on one set and scored by AUC on another: how well each stage encodes
@@ -40,7 +40,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from pipeline.atomic import write_csv
-from pipeline.distillation.hooks import FeatureHooks
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.evaluation.metrics import auc
 from pipeline.evaluation.prediction_depth import PredictionDepth, depth_from_agreement, knn_stage_predictions
 from pipeline.evaluation.report import save_figure

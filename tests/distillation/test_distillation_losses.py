@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pipeline.distillation.hooks import FeatureHooks
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.distillation.losses import (
     AttentionTransferStageLoss,
     DistillationObjective,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.distillation.hooks import FeatureHooks
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.distillation.inference_teacher import channels_last, folded_copy, frozen_script
 from pipeline.networks import build_network, network_stages
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.distillation.hooks import FeatureHooks
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks import build_network, network_stages, register_network, registered_networks, stages_of
 from pipeline.networks import registry as registry_module
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.distillation.hooks import FeatureHooks
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks import StageProbe, StageProbes, build_network, network_stages
 
 
