@@ -9,8 +9,8 @@ from monai.losses import ContrastiveLoss
 from torch import nn
 
 from pipeline.atomic import atomic_path
-from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks import stages_of, unwrap_model
+from pipeline.networks.hooks import FeatureHooks
 
 
 class ContrastiveModel(nn.Module):

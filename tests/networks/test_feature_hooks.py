@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks import build_network
+from pipeline.networks.hooks import FeatureHooks
 
 
 @pytest.fixture
