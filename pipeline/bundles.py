@@ -2,12 +2,14 @@
 
 A bundle's config is a merge of shared fragments and its own files, in this order:
 ``common/base.yaml``, ``common/training.yaml``, ``<bundle>/train.yaml``, optional scenario and
-extra override files, then for evaluation ``common/evaluation.yaml`` + ``<bundle>/evaluate.yaml``
-and for inference ``common/inference.yaml`` + ``<bundle>/inference.yaml``.
+extra override files, then for evaluation ``common/evaluation.yaml`` + ``<bundle>/evaluate.yaml``,
+for inference ``common/inference.yaml`` + ``<bundle>/inference.yaml``, and for the analyses of a
+trained model ``common/layers.yaml`` or ``common/saliency.yaml``.
 
 Command line (prints the equivalent ``python -m monai.bundle run`` command, then runs it)::
 
     python -m pipeline.bundles baseline train --scenario localized2d --max_epochs 2
+    python -m pipeline.bundles baseline layers --scenario localized2d
     python -m pipeline.bundles export baseline --out DIR --checkpoint runs/baseline/models/model.pt
 """
 
@@ -24,6 +26,8 @@ from typing import Any, Mapping, Sequence
 
 BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[1] / "bundles"))
 WORKFLOWS = ("train", "evaluate", "inference")
+# workflows that analyse a trained model (not part of an exported bundle)
+ANALYSES = ("layers", "saliency")
 COMMON = "common"
 
 
@@ -79,8 +83,8 @@ def config_files(
     """
     if bundle not in bundle_names(root):
         raise ValueError(f"bundle '{bundle}' not found under {root}; bundles: {bundle_names(root)}")
-    if workflow not in WORKFLOWS:
-        raise ValueError(f"workflow '{workflow}' is unknown; choose one of {list(WORKFLOWS)}")
+    if workflow not in (*WORKFLOWS, *ANALYSES):
+        raise ValueError(f"workflow '{workflow}' is unknown; choose one of {[*WORKFLOWS, *ANALYSES]}")
     common = root / COMMON / "configs"
     own = root / bundle / "configs"
     files = [common / "base.yaml", common / "training.yaml", own / "train.yaml"]
@@ -98,6 +102,8 @@ def config_files(
         files += [common / "evaluation.yaml", own / "evaluate.yaml"]
     elif workflow == "inference":
         files += [common / "inference.yaml", own / "inference.yaml"]
+    elif workflow in ANALYSES:
+        files.append(common / f"{workflow}.yaml")
     return [str(Path(f).absolute()) for f in files]
 
 
@@ -196,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "`python -m pipeline.bundles export NAME --out DIR` writes a self-contained bundle folder.",
     )
     add_bundle_arguments(parser)
-    parser.add_argument("workflow", nargs="?", default="train", choices=WORKFLOWS)
+    parser.add_argument("workflow", nargs="?", default="train", choices=(*WORKFLOWS, *ANALYSES))
     add_override_arguments(parser)
     parser.add_argument("--print-only", action="store_true", help="print the monai.bundle command and exit")
     parser.add_argument(

@@ -4,8 +4,9 @@ Each step is a MONAI bundle workflow (``pipeline.bundles.run_bundle``: ConfigWor
 bundle's merged configs), so the experiment adds no training loop of its own. Per scenario:
 the source model (external labelled data without the artifact; the teacher's starting weights),
 ERM, the bias-free reference, the specialist teacher, the distilled student and the mitigation
-baselines are trained and evaluated on the same test sets; then the layer analysis, saliency
-maps and the report (results.csv, results.md, figures, configs, predictions) are written.
+baselines are trained and evaluated on the same test sets; the bundles' ``layers`` and
+``saliency`` workflows analyse erm, reference, teacher and distilled; then the report
+(results.csv, results.md, figures, configs, predictions) is written.
 
     python -m pipeline.experiment                       # bundles/common/experiments/default.yaml
     python -m pipeline.experiment --config matrix.yaml  # 2D/3D x localized/diffuse (GPU)
@@ -40,6 +41,10 @@ TEST_SETS = ("in_distribution", "bias_free", "bias_inverted", "cf_with", "ood")
 # method's folder (the report's in report/)
 CONSOLE_SETTINGS = {"progress_bar": False, "epoch_progress": True}
 LOG_FILE = "log.txt"
+# the methods whose trained models the bundles' analysis workflows (layer analysis, saliency) read
+ANALYSED_METHODS = ("erm", "reference", "teacher", "distilled")
+# written into an analysis workflow's output folder once it ran: the fingerprint it ran with
+ANALYSIS_DONE = "fingerprint.json"
 # written into the output folder: `--fresh` deletes only folders that hold it
 MARKER = ".shortcut-kd-experiment"
 
@@ -166,15 +171,17 @@ def run_settings(config: ExperimentConfig, scenario: str, method: str) -> dict[s
     }
 
 
-def bundle_fingerprints(config: ExperimentConfig, scenario: str, method: str) -> dict[str, str]:
-    """Config fingerprints of a method's train and evaluate workflows, with the paths inside the
-    output folder made relative (a moved or copied experiment keeps them)."""
+def bundle_fingerprints(
+    config: ExperimentConfig, scenario: str, method: str, workflows: Sequence[str] = ("train", "evaluate")
+) -> dict[str, str]:
+    """Config fingerprints of a method's ``workflows``, with the paths inside the output folder
+    made relative (a moved or copied experiment keeps them)."""
     spec, settings = METHODS[method], run_settings(config, scenario, method)
     root = str(Path(config.output).absolute())
     settings = {k: v.replace(root, "<output>") if isinstance(v, str) else v for k, v in settings.items()}
     return {
         workflow: config_fingerprint(config_files(spec.bundle, workflow, scenario, spec.overrides), settings)
-        for workflow in ("train", "evaluate")
+        for workflow in workflows
     }
 
 
@@ -185,6 +192,19 @@ def method_fingerprint(config: ExperimentConfig, scenario: str, method: str) -> 
     parts = list(bundle_fingerprints(config, scenario, method).values())
     upstream = [*spec.needs, *([spec.starts_from] if spec.starts_from in config.methods else [])]
     parts += [method_fingerprint(config, scenario, m) for m in upstream]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
+
+
+def analyses(config: ExperimentConfig, method: str) -> list[str]:
+    """The analysis workflows (``layers``, ``saliency``) the experiment runs for ``method``."""
+    if method not in ANALYSED_METHODS:
+        return []
+    return [w for w, enabled in (("layers", config.layer_analysis), ("saliency", config.saliency)) if enabled]
+
+
+def analysis_fingerprint(config: ExperimentConfig, scenario: str, method: str, workflow: str) -> str:
+    """Fingerprint of an analysis' results: its workflow's configs and the analysed method's fingerprint."""
+    parts = [bundle_fingerprints(config, scenario, method, [workflow])[workflow], method_fingerprint(config, scenario, method)]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
 
@@ -210,42 +230,73 @@ def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
     steps = [(s, m) for s in config.scenarios for m in ordered_methods(config.methods)]
     started = time.monotonic()
     for index, (scenario, method) in enumerate(steps, 1):
-        spec, settings = METHODS[method], run_settings(config, scenario, method)
-        settings["config_fingerprint"] = bundle_fingerprints(config, scenario, method)["train"]
-        done = output / scenario / method / "eval" / "metrics.json"
-        fingerprint_file = done.with_name("fingerprint.json")
-        fingerprint = method_fingerprint(config, scenario, method)
-        prefix = f"[{index}/{len(steps)}] {scenario} {method} ({spec.bundle})"
-        if resume and done.is_file():
-            saved = (
-                json.loads(fingerprint_file.read_text()).get("fingerprint")
-                if fingerprint_file.is_file()
-                else None
-            )
-            if saved == fingerprint:
-                _progress(f"{prefix}: done before, skipped", started)
-                continue
-            _progress(f"{prefix}: its settings (or a method it uses) changed since it ran: rerun", started)
-        elif resume and _resumable_training(
-            output / scenario / method / "models", settings["config_fingerprint"]
-        ):
-            _progress(f"{prefix}: continuing its interrupted training", started)
-            settings = {**settings, "resume": True}
-        for workflow in ("train", "evaluate"):
-            _progress(f"{prefix}: {workflow}", started)
-            log = output / scenario / method / LOG_FILE
-            with _logged(log, f"{prefix}: {workflow}", "w" if workflow == "train" else "a"):
-                ran = run_bundle(spec.bundle, workflow, scenario, spec.overrides,
-                                 {**CONSOLE_SETTINGS, **settings}, log_config=False)  # fmt: skip
-            if workflow == "train":
-                _save_config(ran, output / "report" / "configs" / f"{scenario}_{method}.yaml")
-            settings = {**settings, "resume": False}
-        write_json({"fingerprint": fingerprint}, fingerprint_file)
+        prefix = f"[{index}/{len(steps)}] {scenario} {method} ({METHODS[method].bundle})"
+        _train_and_evaluate(config, output, scenario, method, prefix, resume, started)
+        for workflow in analyses(config, method):
+            _analyse(config, output, scenario, method, workflow, prefix, resume, started)
     _progress("report", started)
     with _logged(output / "report" / LOG_FILE, "report", "w"):
         report_dir = write_report(config, output)
     _progress(f"finished: {report_dir / 'results.md'}", started)
     return report_dir
+
+
+def _saved_fingerprint(path: Path) -> str | None:
+    return json.loads(path.read_text()).get("fingerprint") if path.is_file() else None
+
+
+def _train_and_evaluate(
+    config: ExperimentConfig, output: Path, scenario: str, method: str, prefix: str, resume: bool, started: float
+) -> None:
+    """A method's train and evaluate workflows; with ``resume``, skipped when done with the same settings."""
+    spec, settings = METHODS[method], run_settings(config, scenario, method)
+    settings["config_fingerprint"] = bundle_fingerprints(config, scenario, method)["train"]
+    done = output / scenario / method / "eval" / "metrics.json"
+    fingerprint_file = done.with_name("fingerprint.json")
+    fingerprint = method_fingerprint(config, scenario, method)
+    if resume and done.is_file():
+        if _saved_fingerprint(fingerprint_file) == fingerprint:
+            _progress(f"{prefix}: done before, skipped", started)
+            return
+        _progress(f"{prefix}: its settings (or a method it uses) changed since it ran: rerun", started)
+    elif resume and _resumable_training(output / scenario / method / "models", settings["config_fingerprint"]):
+        _progress(f"{prefix}: continuing its interrupted training", started)
+        settings = {**settings, "resume": True}
+    for workflow in ("train", "evaluate"):
+        _progress(f"{prefix}: {workflow}", started)
+        log = output / scenario / method / LOG_FILE
+        with _logged(log, f"{prefix}: {workflow}", "w" if workflow == "train" else "a"):
+            ran = run_bundle(spec.bundle, workflow, scenario, spec.overrides,
+                             {**CONSOLE_SETTINGS, **settings}, log_config=False)  # fmt: skip
+        if workflow == "train":
+            _save_config(ran, output / "report" / "configs" / f"{scenario}_{method}.yaml")
+        settings = {**settings, "resume": False}
+    write_json({"fingerprint": fingerprint}, fingerprint_file)
+
+
+def _analyse(
+    config: ExperimentConfig,
+    output: Path,
+    scenario: str,
+    method: str,
+    workflow: str,
+    prefix: str,
+    resume: bool,
+    started: float,
+) -> None:
+    """One analysis workflow of a trained method (into ``<method>/<workflow>/``); with ``resume``,
+    skipped when it ran with the same settings on the same model."""
+    spec = METHODS[method]
+    done = output / scenario / method / workflow / ANALYSIS_DONE
+    fingerprint = analysis_fingerprint(config, scenario, method, workflow)
+    if resume and _saved_fingerprint(done) == fingerprint:
+        _progress(f"{prefix}: {workflow} done before, skipped", started)
+        return
+    _progress(f"{prefix}: {workflow}", started)
+    with _logged(output / scenario / method / LOG_FILE, f"{prefix}: {workflow}", "a"):
+        run_bundle(spec.bundle, workflow, scenario, spec.overrides,
+                   {**CONSOLE_SETTINGS, **run_settings(config, scenario, method)}, log_config=False)  # fmt: skip
+    write_json({"fingerprint": fingerprint}, done)
 
 
 def mark_output(output: Path) -> None:
@@ -304,17 +355,42 @@ def write_report(config: ExperimentConfig, output: Path) -> Path:
     from pipeline.evaluation.report import build_report, load_results
 
     report_dir = output / "report"
-    extra: dict[str, Path] = {}
-    if config.layer_analysis or config.saliency:
-        from pipeline.experiment_figures import layer_and_saliency_figures
-
-        extra = layer_and_saliency_figures(config, output, report_dir)
+    extra = analysis_figures(config, output, report_dir)
     build_report(
         prediction_runs(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output)
     )
     write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
     write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
     return report_dir
+
+
+def analysis_figures(config: ExperimentConfig, output: Path, report_dir: Path) -> dict[str, Path]:
+    """Title -> figure drawn from the analysed methods' ``saliency/`` and ``layers/`` folders: per
+    scenario the saliency grid (bias-inverted test images) and the layer curves (with the
+    scenario's combined tables in ``report/layers/<scenario>/``), then the scenarios side by side."""
+    from pipeline.evaluation.layer_figures import combine_layer_outputs, compare_scenarios
+    from pipeline.evaluation.saliency import saliency_grid_from_files
+
+    figures: dict[str, Path] = {}
+    methods = [m for m in ordered_methods(config.methods) if m in ANALYSED_METHODS]
+    for scenario in config.scenarios:
+        folders = {m: output / scenario / m for m in methods}
+        if config.saliency:
+            path = report_dir / "figures" / f"saliency_{scenario}.png"
+            if saliency_grid_from_files({m: f / "saliency" for m, f in folders.items()}, path):
+                figures[f"Saliency ({scenario}, bias-inverted test images)"] = path
+        if config.layer_analysis:
+            curves = combine_layer_outputs({m: f / "layers" for m, f in folders.items()}, report_dir / "layers" / scenario)
+            if curves:
+                figures[f"Where the shortcut lives ({scenario})"] = curves
+    if config.layer_analysis:
+        comparison = compare_scenarios(
+            {s: report_dir / "layers" / s for s in config.scenarios},
+            report_dir / "figures" / "layer_curves_by_scenario.png",
+        )
+        if comparison is not None:
+            figures["Where the shortcut lives, scenarios side by side"] = comparison
+    return figures
 
 
 def test_set_notes(config: ExperimentConfig, output: Path) -> dict[str, str]:

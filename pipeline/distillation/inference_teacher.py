@@ -17,7 +17,7 @@ from monai.networks.blocks import ADN, Convolution
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from pipeline.distillation.hooks import FeatureHooks
+from pipeline.networks.hooks import FeatureHooks
 
 logger = logging.getLogger(__name__)
 

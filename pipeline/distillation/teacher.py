@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.atomic import atomic_path
-from pipeline.distillation.hooks import FeatureHooks
 from pipeline.networks import build_network, unwrap_model
 from pipeline.networks.checkpoint import read_checkpoint
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks.probes import StageProbes
 
 

@@ -16,10 +16,10 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
-from pipeline.distillation.hooks import FeatureHooks
 from pipeline.distillation.inference_teacher import channels_last, folded_copy, frozen_script
 from pipeline.distillation.losses import DistillationObjective
 from pipeline.distillation.target_cache import TeacherTargetCache
+from pipeline.networks.hooks import FeatureHooks
 
 LOSS_TERMS = "loss_terms"
 

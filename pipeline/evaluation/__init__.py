@@ -1,18 +1,10 @@
 """Evaluation: shortcut-reliance metrics from per-sample predictions, saliency maps and the results report."""
 
-from pipeline.evaluation.layers import (
-    LayerFeatures,
-    LinearProbe,
-    analyse_layers,
-    collect_layer_features,
-    counterfactual_stage_kl,
-    fit_linear_probe,
-    fit_stage_probes,
-    layer_loaders,
-    linear_probe_scores,
-    plot_layer_curves,
-    prediction_depth,
-)
+from pipeline.evaluation.counterfactual import counterfactual_stage_kl
+from pipeline.evaluation.layer_features import LayerFeatures, collect_layer_features
+from pipeline.evaluation.layer_figures import plot_layer_curves
+from pipeline.evaluation.layers import analyse_layers
+from pipeline.evaluation.linear_probes import LinearProbe, fit_linear_probe, probe_aucs
 from pipeline.evaluation.metrics import (
     METRIC_COLUMNS,
     UndefinedMetricWarning,
@@ -35,7 +27,12 @@ from pipeline.evaluation.metrics import (
     validate_predictions,
     worst_group_accuracy,
 )
-from pipeline.evaluation.prediction_depth import PredictionDepth, knn_predict, prediction_depths
+from pipeline.evaluation.prediction_depth import (
+    PredictionDepth,
+    knn_predict,
+    prediction_depth,
+    prediction_depths,
+)
 from pipeline.evaluation.report import (
     build_report,
     load_results,
@@ -81,11 +78,9 @@ __all__ = [
     "collect_layer_features",
     "counterfactual_stage_kl",
     "fit_linear_probe",
-    "fit_stage_probes",
     "knn_predict",
-    "layer_loaders",
-    "linear_probe_scores",
     "plot_layer_curves",
     "prediction_depth",
     "prediction_depths",
+    "probe_aucs",
 ]

@@ -4,17 +4,21 @@ A k-NN classifier per stage uses the pooled features of a memory set (the traini
 their labels; a sample's prediction depth is the first stage index from which the k-NN
 predictions of that stage and of every deeper stage agree with the network's final prediction.
 The network's output counts as the layer after the last stage (index ``n_stages``), which always
-agrees with itself, so depths lie in ``[0, n_stages]``. These functions work on feature tensors;
-:func:`pipeline.evaluation.layers.prediction_depth` runs a model to get them.
+agrees with itself, so depths lie in ``[0, n_stages]``. :func:`prediction_depths` works on
+feature tensors, :func:`features_depth` on collected :class:`LayerFeatures`, and
+:func:`prediction_depth` runs a model over two loaders to get them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from torch import nn
+
+from pipeline.evaluation.layer_features import LayerFeatures, collect_layer_features
 
 _QUERY_CHUNK = 1024  # query rows per distance matrix, to bound memory on large sets
 
@@ -111,6 +115,23 @@ def knn_stage_predictions(
     return torch.stack(columns, dim=1)
 
 
+def stage_agreement(
+    memory_features: Mapping[str, torch.Tensor],
+    memory_labels,
+    query_features: Mapping[str, torch.Tensor],
+    final_predictions,
+    k: int,
+) -> torch.Tensor:
+    """(N, n_stages) bool: does each stage's k-NN prediction agree with the network's final one?
+
+    Raises:
+        ValueError: for missing stages, mismatched sizes or a bad ``k``.
+    """
+    stage_predictions = knn_stage_predictions(memory_features, memory_labels, query_features, k)
+    final = _class_vector("final_predictions", final_predictions, stage_predictions.shape[0])
+    return stage_predictions == final.unsqueeze(1)
+
+
 def prediction_depths(
     memory_features: Mapping[str, torch.Tensor],
     memory_labels,
@@ -133,9 +154,7 @@ def prediction_depths(
     Raises:
         ValueError: for missing stages, mismatched sizes or a bad ``k``.
     """
-    stage_predictions = knn_stage_predictions(memory_features, memory_labels, query_features, k)
-    final = _class_vector("final_predictions", final_predictions, stage_predictions.shape[0])
-    return depth_from_agreement(stage_predictions == final.unsqueeze(1))
+    return depth_from_agreement(stage_agreement(memory_features, memory_labels, query_features, final_predictions, k))
 
 
 @dataclass(frozen=True)
@@ -167,3 +186,61 @@ class PredictionDepth:
         """Mean depth per bias group ({0: without artifact, 1: with artifact}); absent groups are left out."""
         means = self.per_sample.groupby("bias")["depth"].mean()
         return {int(group): float(value) for group, value in means.items()}
+
+
+def features_depth(
+    memory: LayerFeatures, queries: LayerFeatures, k: int, label_key: str = "label", bias_key: str = "bias"
+) -> tuple[PredictionDepth, torch.Tensor]:
+    """Depths of ``queries`` against the k-NN memory ``memory`` (its ``label_key`` labels).
+
+    Returns:
+        The :class:`PredictionDepth` and the (N, n_stages) agreement table it comes from.
+    """
+    final = queries.predictions
+    agreement = stage_agreement(memory.pooled, memory.targets[label_key], queries.pooled, final, k)
+    per_sample = pd.DataFrame(
+        {
+            "id": list(queries.ids),
+            "label": queries.targets[label_key].numpy(),
+            "bias": queries.targets[bias_key].numpy(),
+            "prediction": final.numpy(),
+            "depth": depth_from_agreement(agreement).numpy(),
+        }
+    )
+    return PredictionDepth(per_sample, memory.stages, k), agreement
+
+
+def prediction_depth(
+    model: nn.Module,
+    stages: Sequence[str],
+    loader_train: Iterable,
+    loader_eval: Iterable,
+    k: int = 5,
+    *,
+    label_key: str = "label",
+    bias_key: str = "bias",
+    image_key: str = "image",
+    id_key: str | None = "id",
+    device: str | torch.device | None = None,
+) -> PredictionDepth:
+    """Prediction depth of every sample of ``loader_eval`` (Baldock et al. 2021).
+
+    k-NN probes on each stage's pooled features use ``loader_train`` (with its ``label_key``
+    labels) as memory; a sample's depth is the first stage index from which every deeper probe
+    agrees with the model's final prediction (``len(stages)`` when even the last one disagrees).
+
+    Returns:
+        A :class:`PredictionDepth`: ``per_sample`` (id, label, bias, prediction, depth), ``mean``
+        and ``mean_by_bias()``.
+
+    Raises:
+        ValueError: for ``k`` outside [1, training set size], or as
+            :func:`pipeline.evaluation.layer_features.collect_layer_features`.
+    """
+    memory = collect_layer_features(
+        model, stages, loader_train, [label_key], image_key=image_key, id_key=None, device=device
+    )
+    queries = collect_layer_features(
+        model, stages, loader_eval, [label_key, bias_key], image_key=image_key, id_key=id_key, device=device
+    )
+    return features_depth(memory, queries, k, label_key, bias_key)[0]

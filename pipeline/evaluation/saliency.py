@@ -1,5 +1,10 @@
 """Saliency maps (Grad-CAM, occlusion sensitivity) for 2D images and 3D volumes, and a comparison grid.
 
+The bundles run :func:`write_saliency` as the ``saliency`` workflow
+(``bundles/common/configs/saliency.yaml``: a few bias-inverted test images), writing
+``<output_dir>/saliency/saliency.npz``; the experiment's report draws the models side by side
+from those files (:func:`saliency_grid_from_files`).
+
 Thin wrappers around :class:`monai.visualize.GradCAM` and
 :class:`monai.visualize.OcclusionSensitivity` that (a) never touch the caller's model (MONAI
 registers permanent hooks, so a copy is wrapped, with in-place activations switched off),
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +26,11 @@ from matplotlib.figure import Figure
 from monai.visualize import GradCAM, OcclusionSensitivity
 from torch import nn
 
+from pipeline.atomic import atomic_path
 from pipeline.evaluation.report import save_figure
 
 SALIENCY_METHODS = ("gradcam", "occlusion")
+SALIENCY_FILE = "saliency.npz"
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -191,7 +198,14 @@ def saliency_grid(
         name: saliency_maps(model, images, method=method, target_layer=target_layers.get(name), class_idx=class_idx)
         for name, model in models.items()
     }
-    n_rows, n_cols = images.shape[0], 1 + len(models)
+    return draw_saliency_grid(images, maps, out_png, spatial_dims)
+
+
+def draw_saliency_grid(
+    images: torch.Tensor, maps: Mapping[str, torch.Tensor], out_png: str | Path, spatial_dims: int = 2
+) -> Path:
+    """One row per image: the image, then each model's map (B, 1, *spatial) over it; returns ``out_png``."""
+    n_rows, n_cols = images.shape[0], 1 + len(maps)
     fig = Figure(figsize=(2.2 * n_cols, 2.2 * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     pictures = images.detach().cpu().float().numpy()
@@ -207,3 +221,63 @@ def saliency_grid(
     for axis in axes.flat:
         axis.set_axis_off()
     return save_figure(fig, out_png)
+
+
+def write_saliency(
+    model: nn.Module,
+    loader: Iterable,
+    out_dir: str | Path,
+    method: str = "gradcam",
+    target_layer: str | None = None,
+    class_idx: int = 1,
+    image_key: str = "image",
+    id_key: str = "id",
+) -> Path:
+    """Saliency maps of ``model`` on every image of ``loader`` (dict batches), saved with the images.
+
+    Writes ``out_dir/saliency.npz`` (atomically): ``images`` (N, C, *spatial), ``maps``
+    (N, 1, *spatial), ``ids`` (N,) and ``method``; returns its path.
+
+    Raises:
+        ValueError: for an empty loader, or as :func:`saliency_maps`.
+    """
+    images, maps, ids = [], [], []
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    for batch in loader:
+        batch_images = torch.as_tensor(batch[image_key]).as_subclass(torch.Tensor).to(device)
+        maps.append(saliency_maps(model, batch_images, method=method, target_layer=target_layer, class_idx=class_idx).cpu())
+        images.append(batch_images.detach().cpu())
+        ids.extend(str(i) for i in batch.get(id_key, [""] * batch_images.shape[0]))
+    if not images:
+        raise ValueError("loader yielded no images to draw saliency maps for")
+    path = Path(out_dir) / SALIENCY_FILE
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, images=torch.cat(images).float().numpy(), maps=torch.cat(maps).float().numpy(),
+                 ids=np.asarray(ids), method=np.asarray(method))  # fmt: skip
+    return path
+
+
+def read_saliency(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, maps) that :func:`write_saliency` saved into ``folder``.
+
+    Raises:
+        ValueError: when ``folder`` holds no saliency file.
+    """
+    path = Path(folder) / SALIENCY_FILE
+    if not path.is_file():
+        raise ValueError(f"no saliency maps at {path}; run the bundle's saliency workflow first")
+    with np.load(path) as saved:
+        return torch.from_numpy(saved["images"]), torch.from_numpy(saved["maps"])
+
+
+def saliency_grid_from_files(folders: Mapping[str, str | Path], out_png: str | Path) -> Path | None:
+    """The grid of :func:`draw_saliency_grid` from saved maps, one column per name of ``folders``.
+
+    The images come from the first folder that holds maps (every model's file holds the same
+    images); a folder without maps is left out. Returns ``out_png``, or None when none holds maps.
+    """
+    saved = {name: read_saliency(f) for name, f in folders.items() if (Path(f) / SALIENCY_FILE).is_file()}
+    if not saved:
+        return None
+    images = next(iter(saved.values()))[0]
+    return draw_saliency_grid(images, {name: maps for name, (_, maps) in saved.items()}, out_png, images.ndim - 2)

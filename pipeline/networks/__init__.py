@@ -2,6 +2,7 @@
 
 from pipeline.networks.alexnet import AlexNet
 from pipeline.networks.checkpoint import CheckpointLoadReport, load_checkpoint
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks.parallel import strip_parallel_prefix, unwrap_model
 from pipeline.networks.probes import StageProbe, StageProbes
 from pipeline.networks.registry import (
@@ -18,6 +19,7 @@ from pipeline.networks.small_cnn import SmallCNN
 __all__ = [
     "AlexNet",
     "CheckpointLoadReport",
+    "FeatureHooks",
     "NetworkEntry",
     "SimbaCNN",
     "SmallCNN",

@@ -9,15 +9,15 @@ from monai.losses import ContrastiveLoss
 from torch import nn
 
 from pipeline.atomic import atomic_path
-from pipeline.distillation.hooks import FeatureHooks
 from pipeline.networks import stages_of, unwrap_model
+from pipeline.networks.hooks import FeatureHooks
 
 
 class ContrastiveModel(nn.Module):
     """A registry network's trunk up to one stage, global average pooling and an MLP projection head.
 
     ``forward`` runs the network (its classifier output is discarded), takes the output of
-    ``stage`` with :class:`~pipeline.distillation.hooks.FeatureHooks`, averages it over the
+    ``stage`` with :class:`~pipeline.networks.hooks.FeatureHooks`, averages it over the
     spatial axes (2D or 3D) and projects it: ``(N, projection_dim)``. The network is trained in
     place; save it with :func:`save_network_weights`, the head is only for pretraining.
 

@@ -11,16 +11,26 @@ import json
 
 import pandas as pd
 import pytest
+from monai.bundle import ConfigParser
 from simba_layout import write_dataset
 
 from data_prep.cli import main as data_prep_main
+from pipeline.bundles import config_files
 from pipeline.engine.datalist import load_role
 from pipeline.evaluation.report import verify_report
-from pipeline.experiment import ExperimentConfig, run_experiment
-from pipeline.experiment_figures import run_parser
+from pipeline.experiment import METHODS, ExperimentConfig, run_experiment, run_settings
 from pipeline.transforms.injection import prebiased_items
 
 SCENARIO = "prebiased3d"
+
+
+def run_parser(config, scenario: str, method: str) -> ConfigParser:
+    """The merged, overridden train config of one experiment run (nothing instantiated yet)."""
+    spec = METHODS[method]
+    parser = ConfigParser()
+    parser.read_config(config_files(spec.bundle, "train", scenario, spec.overrides))
+    parser.update(run_settings(config, scenario, method))
+    return parser
 
 
 @pytest.fixture(scope="module")

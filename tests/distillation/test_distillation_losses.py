@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 
-from pipeline.distillation.hooks import FeatureHooks
 from pipeline.distillation.losses import (
     AttentionTransferStageLoss,
     DistillationObjective,
@@ -16,6 +15,7 @@ from pipeline.distillation.losses import (
     kl_divergence,
 )
 from pipeline.networks import build_network, network_stages
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks.probes import StageProbes
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]

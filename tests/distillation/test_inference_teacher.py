@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.distillation.hooks import FeatureHooks
 from pipeline.distillation.inference_teacher import channels_last, folded_copy, frozen_script
 from pipeline.networks import build_network, network_stages
+from pipeline.networks.hooks import FeatureHooks
 
 
 def _assert_close(actual, expected, rtol):

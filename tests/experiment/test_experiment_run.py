@@ -78,6 +78,11 @@ def test_report_has_configs_figures_and_acceptance_summary(tiny_experiment):
     assert (report / "figures" / "saliency_localized2d.png").is_file()
     layers = pd.read_csv(report / "layers" / "localized2d" / "layers.csv")
     assert set(layers["model"]) == {"erm", "reference", "teacher", "distilled"}
+    scenario = report.parent / "localized2d"
+    for method in ("erm", "reference", "teacher", "distilled"):  # the bundles' analysis workflows wrote them
+        assert (scenario / method / "layers" / "layers.csv").is_file()
+        assert (scenario / method / "saliency" / "saliency.npz").is_file()
+    assert not (scenario / "source" / "layers").exists() and not (scenario / "jtt" / "saliency").exists()
     summary = json.loads((report / "acceptance.json").read_text())["localized2d"]
     assert summary["erm_gap"] == pytest.approx(
         summary["reference_bias_inverted_auc"] - summary["erm_bias_inverted_auc"]
@@ -108,7 +113,9 @@ def test_resume_skips_finished_methods(tiny_experiment, capsys, tmp_path):
     report = output / "report"
     before = (report / "results.csv").stat().st_mtime_ns
     assert main(_resume_args(config, output)) == 0
-    assert "erm (baseline): done before, skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "erm (baseline): done before, skipped" in out
+    assert "erm (baseline): layers done before, skipped" in out and "erm (baseline): saliency done before" in out
     assert (report / "results.csv").stat().st_mtime_ns != before  # the report is rewritten
 
 
@@ -119,7 +126,9 @@ def test_resume_reruns_a_method_whose_settings_changed(tiny_experiment, capsys, 
     metrics = output / "localized2d" / "erm" / "eval" / "metrics.json"
     before = metrics.stat().st_mtime_ns
     assert main(_resume_args(config, output, "max_epochs=2", "seed=7")) == 0
-    assert "erm (baseline): its settings (or a method it uses) changed since it ran: rerun" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "erm (baseline): its settings (or a method it uses) changed since it ran: rerun" in out
+    assert "erm (baseline): layers\n" in out  # the analyses of the retrained model are redone too
     assert metrics.stat().st_mtime_ns != before
     final = torch.load(output / "localized2d" / "erm" / "models" / "checkpoint_final.pt", weights_only=True)
     assert final["trainer"]["iteration"] == 2 * final["trainer"]["epoch_length"]

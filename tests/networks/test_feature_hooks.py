@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.distillation.hooks import FeatureHooks, gather_replica_outputs
 from pipeline.networks import build_network
+from pipeline.networks.hooks import FeatureHooks
 
 
 @pytest.fixture
@@ -126,12 +126,3 @@ def test_no_feature_map_survives_the_step(model):
     hooks.remove()
     assert sum(hook_counts(model)) == 0
 
-
-def test_gather_replica_outputs_in_scatter_order():
-    first, second = torch.zeros(2, 3), torch.ones(1, 3)
-    cuda0, cuda1 = torch.device("cuda", 0), torch.device("cuda", 1)
-    gathered = gather_replica_outputs({cuda0: second, cuda1: first}, [cuda1, cuda0], torch.device("cpu"))
-    torch.testing.assert_close(gathered, torch.cat([first, second]))
-    assert gather_replica_outputs({None: (first,)}, [], torch.device("cpu")) == (first,)
-    with pytest.raises(ValueError, match="cannot gather"):
-        gather_replica_outputs({cuda0: first, cuda1: (second,)}, [cuda0, cuda1], torch.device("cpu"))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.distillation.hooks import FeatureHooks
 from pipeline.networks import build_network, network_stages, register_network, registered_networks, stages_of
 from pipeline.networks import registry as registry_module
+from pipeline.networks.hooks import FeatureHooks
 
 NUM_CLASSES = 3  # not 2, so a hard-coded head size shows
 BUILTIN = ("alexnet", "densenet121", "resnet18", "simba_cnn", "small_cnn")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pipeline.distillation.hooks import FeatureHooks
 from pipeline.networks import StageProbe, StageProbes, build_network, network_stages
+from pipeline.networks.hooks import FeatureHooks
 
 
 @pytest.mark.parametrize("dims,spatial", [(2, (7, 5)), (3, (4, 3, 2))])

@@ -25,31 +25,6 @@ def _detach(output: Any) -> Any:
     return output
 
 
-def gather_replica_outputs(
-    per_device: Mapping[torch.device | None, Any], device_order: Sequence[torch.device], target: torch.device
-) -> Any:
-    """Concatenate one module's outputs from DataParallel replicas along the batch, in scatter order.
-
-    Args:
-        per_device: replica output keyed by the device it ran on (one entry: returned as is).
-        device_order: the devices in the order DataParallel scattered the batch to them.
-        target: device to gather on (DataParallel's ``output_device``).
-
-    Raises:
-        ValueError: when an output is not a tensor or ran on a device outside ``device_order``.
-    """
-    if len(per_device) == 1:
-        return next(iter(per_device.values()))
-    unknown = [d for d in per_device if d not in device_order]
-    if unknown or not all(isinstance(t, torch.Tensor) for t in per_device.values()):
-        raise ValueError(
-            f"cannot gather replica outputs from devices {list(per_device)} (scatter order {list(device_order)}); "
-            "only tensor outputs of DataParallel replicas are gathered"
-        )
-    ordered = [per_device[d] for d in device_order if d in per_device]
-    return torch.cat([t.to(target) for t in ordered], dim=0)
-
-
 class FeatureHooks:
     """Forward hooks that expose the outputs of named modules for the current forward pass.
 
@@ -61,8 +36,8 @@ class FeatureHooks:
 
     Names are module paths (``model.named_modules()``), e.g. registry stages such as ``layer3``
     or ``features.denseblock2``; a ``module.`` prefix from DataParallel / DistributedDataParallel
-    is optional on wrapped and unwrapped models alike. Under multi-GPU DataParallel, replica
-    outputs are keyed by device and concatenated along the batch on the wrapper's output device.
+    is optional on wrapped and unwrapped models alike (DDP runs one replica per process, so
+    every hooked module runs once per forward pass).
 
     Note: a module whose output is later modified in place (e.g. a BatchNorm followed by
     ``ReLU(inplace=True)``) yields the modified values; registry stages are not affected.
@@ -92,7 +67,7 @@ class FeatureHooks:
         self.detach = detach
         self._modules = self._resolve(model, self.names)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._captured: dict[str, dict[torch.device | None, Any]] = {}
+        self._captured: dict[str, Any] = {}
 
     @staticmethod
     def _resolve(model: nn.Module, names: Sequence[str]) -> OrderedDict[str, nn.Module]:
@@ -151,8 +126,7 @@ class FeatureHooks:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if self.detach:
                 output = _detach(output)
-            device = output.device if isinstance(output, torch.Tensor) else None
-            self._captured.setdefault(name, {})[device] = output
+            self._captured[name] = output
 
         return hook
 
@@ -162,20 +136,7 @@ class FeatureHooks:
 
         Names whose module did not run in that pass are absent.
         """
-        captured = self._captured
-        if any(len(per_device) > 1 for per_device in captured.values()):
-            parallel = self.model  # only DataParallel runs several replicas in one process
-            if not isinstance(parallel, nn.DataParallel):
-                raise RuntimeError(
-                    "a hooked module ran on several devices in one forward pass outside DataParallel; "
-                    "FeatureHooks cannot tell which output to keep"
-                )
-            order = [torch.device("cuda", i) for i in parallel.device_ids]
-            target = torch.device("cuda", parallel.output_device)
-            return {
-                n: gather_replica_outputs(captured[n], order, target) for n in self.names if n in captured
-            }
-        return {n: next(iter(captured[n].values())) for n in self.names if n in captured}
+        return {n: self._captured[n] for n in self.names if n in self._captured}
 
     def __enter__(self) -> FeatureHooks:
         return self.register()

@@ -6,24 +6,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from monai.data import DataLoader
+from monai.data import DataLoader, Dataset
 
-from pipeline.evaluation.layers import (
+from pipeline.evaluation.counterfactual import counterfactual_stage_kl
+from pipeline.evaluation.layer_features import collect_layer_features
+from pipeline.evaluation.layer_figures import (
     LAYER_COLUMNS,
-    LinearProbe,
-    analyse_layers,
-    collect_layer_features,
-    counterfactual_stage_kl,
-    fit_linear_probe,
-    fit_stage_probes,
-    layer_loaders,
-    linear_probe_scores,
+    combine_layer_outputs,
+    compare_scenarios,
     plot_layer_curves,
-    prediction_depth,
 )
-from pipeline.evaluation.prediction_depth import depth_from_agreement, knn_predict, prediction_depths
+from pipeline.evaluation.layers import analyse_layers
+from pipeline.evaluation.linear_probes import LinearProbe, fit_linear_probe, probe_aucs
+from pipeline.evaluation.prediction_depth import (
+    depth_from_agreement,
+    knn_predict,
+    prediction_depth,
+    prediction_depths,
+)
 from pipeline.networks import StageProbes, build_network
-from pipeline.transforms import IntensityShiftArtifact, PatchArtifact
+from pipeline.transforms import IntensityShiftArtifact, PatchArtifact, ShortcutInjectiond
 
 CHANNELS_2D = (4, 8, 16, 32)
 STAGES_2D = ["stage1", "stage2", "stage3", "stage4"]
@@ -50,6 +52,35 @@ def small_cnn(ndim=2, channels=CHANNELS_2D, seed=0):
     return build_network("small_cnn", spatial_dims=ndim, channels=list(channels))
 
 
+def layer_loaders(items_fit, items_eval, injection, batch_size=32):
+    """The four loaders of bundles/common/configs/layers.yaml, built in Python: probe sets with the
+    artifact on half of each class, counterfactual pairs of the evaluation items."""
+    balanced = {**injection, "rates": [0.5] * len(injection["rates"])}
+
+    def loader(items, mode, options):
+        return DataLoader(Dataset(list(items), ShortcutInjectiond(**options, mode=mode)), batch_size=batch_size)
+
+    return {
+        "probe_fit": loader(items_fit, "as_trained", balanced),
+        "probe_eval": loader(items_eval, "as_trained", balanced),
+        "cf_with": loader(items_eval, "always", injection),
+        "cf_without": loader(items_eval, "never", injection),
+    }
+
+
+def linear_probe_scores(model, stages, loader_fit, loader_eval, targets=("bias", "label")):
+    """Probe AUCs of a model's stages: features of both loaders, then :func:`probe_aucs`."""
+    fit = collect_layer_features(model, stages, loader_fit, targets, id_key=None)
+    evaluation = collect_layer_features(model, stages, loader_eval, targets, id_key=None)
+    return probe_aucs(fit, evaluation, targets)[0]
+
+
+def label_probes(model, stages, loader):
+    """A label probe per stage, fitted on the loader's pooled features."""
+    features = collect_layer_features(model, stages, loader, ["label"], id_key=None)
+    return {stage: fit_linear_probe(features.pooled[stage], features.targets["label"]) for stage in stages}
+
+
 @pytest.fixture(scope="module")
 def items():
     return make_items(N, seed=0, prefix="fit"), make_items(N, seed=1, prefix="eval")
@@ -57,12 +88,12 @@ def items():
 
 @pytest.fixture(scope="module")
 def patch_loaders(items):
-    return layer_loaders(items[0], items[1], preprocessing=[], injection=PATCH, batch_size=32)
+    return layer_loaders(items[0], items[1], injection=PATCH, batch_size=32)
 
 
 @pytest.fixture(scope="module")
 def no_op_loaders(items):
-    return layer_loaders(items[0], items[1], preprocessing=[], injection=NO_OP, batch_size=32)
+    return layer_loaders(items[0], items[1], injection=NO_OP, batch_size=32)
 
 
 # ----------------------------------------------------------------------------- linear probes
@@ -143,7 +174,7 @@ def test_single_class_eval_set_gives_nan_with_warning(patch_loaders):
 
 def test_counterfactual_kl_is_zero_for_a_no_op_artifact_and_positive_for_a_patch(patch_loaders, no_op_loaders):
     model = small_cnn()
-    probes = fit_stage_probes(model, STAGES_2D, patch_loaders["probe_fit"])
+    probes = label_probes(model, STAGES_2D, patch_loaders["probe_fit"])
     patch = counterfactual_stage_kl(model, probes, patch_loaders["cf_with"], patch_loaders["cf_without"])
     no_op = counterfactual_stage_kl(model, probes, no_op_loaders["cf_with"], no_op_loaders["cf_without"])
     assert list(patch["stage"]) == STAGES_2D and set(patch["metric"]) == {"counterfactual_kl"}
@@ -159,11 +190,11 @@ def test_counterfactual_kl_with_stage_probes_pairs_samples_by_id(patch_loaders, 
     kl = counterfactual_stage_kl(model, probes, patch_loaders["cf_with"], patch_loaders["cf_without"])
     assert (kl["value"] > 0).all() and probes.training
     # the same pairs in another order and batching give the same numbers
-    reversed_without = layer_loaders(items[0], items[1][::-1], [], PATCH, batch_size=7)["cf_without"]
+    reversed_without = layer_loaders(items[0], items[1][::-1], PATCH, batch_size=7)["cf_without"]
     shuffled = counterfactual_stage_kl(model, probes, patch_loaders["cf_with"], reversed_without)
     np.testing.assert_allclose(shuffled["value"], kl["value"], rtol=1e-4)
     # no pairs without the artifact at all: the pairing is checked
-    unrelated = layer_loaders(items[0], make_items(N, prefix="other"), [], PATCH)["cf_without"]
+    unrelated = layer_loaders(items[0], make_items(N, prefix="other"), PATCH)["cf_without"]
     with pytest.raises(ValueError, match="same sample ids"):
         counterfactual_stage_kl(model, probes, patch_loaders["cf_with"], unrelated)
     with pytest.raises(ValueError, match="stage_probes must be"):
@@ -257,14 +288,12 @@ def test_analyse_layers_rejects_incomplete_input(tmp_path, patch_loaders):
         analyse_layers(plain, None, patch_loaders, tmp_path)
     with pytest.raises(ValueError, match="lacks column"):
         plot_layer_curves({"patch": pd.DataFrame({"stage": ["stage1"]})}, tmp_path / "x.png")
-    with pytest.raises(ValueError, match="must not set 'mode'"):
-        layer_loaders([{}], [{}], [], {**PATCH, "mode": "never"})
     assert not list(tmp_path.iterdir())
 
 
 def test_analysis_in_3d(tmp_path):
     fit, evaluation = make_items(24, ndim=3, seed=0, prefix="f"), make_items(24, ndim=3, seed=1, prefix="e")
-    loaders = layer_loaders(fit, evaluation, [], PATCH, batch_size=8)
+    loaders = layer_loaders(fit, evaluation, PATCH, batch_size=8)
     model = small_cnn(ndim=3, channels=(4, 8))
     features = collect_layer_features(model, ["stage1", "stage2"], loaders["probe_eval"])
     assert features.pooled["stage1"].shape == (24, 4) and features.pooled["stage2"].shape == (24, 8)
@@ -282,3 +311,21 @@ def test_collect_accepts_a_plain_dataloader_of_dicts():
     assert features.ids == tuple(str(i) for i in range(10))
     assert features.targets["label"].tolist() == [i % 2 for i in range(10)]
     assert features.logits.shape == (10, 2) and features.predictions.shape == (10,)
+
+
+def test_scenario_tables_are_combined_from_the_per_model_folders(tmp_path, patch_loaders):
+    """What the report does with the ``layers`` workflow's per-method folders."""
+    models = {"erm": small_cnn(seed=0), "other": small_cnn(channels=(4, 8), seed=1)}
+    together = analyse_layers(models, None, patch_loaders, tmp_path / "together", k=3)
+    for name, model in models.items():
+        analyse_layers({name: model}, None, patch_loaders, tmp_path / name, k=3)
+    folders = {name: tmp_path / name for name in [*models, "missing"]}
+    curves = combine_layer_outputs(folders, tmp_path / "scenario")
+    assert curves == tmp_path / "scenario" / "layer_curves.png" and curves.is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "scenario" / "layers.csv"), together, check_dtype=False)
+    depths = pd.read_csv(tmp_path / "scenario" / "prediction_depth.csv", dtype={"id": str})
+    pd.testing.assert_frame_equal(depths, pd.read_csv(tmp_path / "together" / "prediction_depth.csv", dtype={"id": str}))
+    assert combine_layer_outputs({"missing": tmp_path / "missing"}, tmp_path / "none") is None
+    assert compare_scenarios({"patch": tmp_path / "scenario"}, tmp_path / "both.png") is None  # one scenario
+    both = compare_scenarios({"patch": tmp_path / "scenario", "noise": tmp_path / "together"}, tmp_path / "both.png")
+    assert both.read_bytes()[:4] == b"\x89PNG"
