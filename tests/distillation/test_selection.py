@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.distillation.builder import start_from_teacher
+from pipeline.distillation.builder import check_start_from_teacher, start_from_teacher
 from pipeline.distillation.selection import TeacherAgreement, selection_metrics
 from pipeline.distillation.teacher import Teacher, TeacherSpec
 from pipeline.networks import build_network
@@ -84,3 +84,10 @@ def test_student_starts_from_the_teachers_weights():
 def test_starting_from_a_teacher_of_another_architecture_is_refused():
     with pytest.raises(ValueError, match="resnet18"):
         start_from_teacher(build_network("resnet18"), _teacher(), "resnet18", {})
+
+
+def test_starting_from_a_teacher_with_other_options_is_refused_naming_the_setting():
+    with pytest.raises(ValueError, match=r"init_from_teacher: false") as info:
+        check_start_from_teacher(_teacher(), "small_cnn", {"channels": [8, 16, 32, 64]})
+    assert "[8, 16, 32, 64]" in str(info.value)
+    check_start_from_teacher(_teacher(channels=[8, 16]), "small_cnn", {"channels": [8, 16]})
