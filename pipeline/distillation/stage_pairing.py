@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from pipeline.distillation.hooks import FeatureHooks
+from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks import build_network, network_stages
 
 logger = logging.getLogger(__name__)
