@@ -1,11 +1,13 @@
 """Locate the bundles' config files and run a bundle workflow through MONAI's ConfigWorkflow.
 
 A bundle's config is a merge of shared fragments and its own files, in this order:
-``common/base.yaml``, ``common/training.yaml``, ``<bundle>/train.yaml``, optional scenario and
-extra override files, then for evaluation ``common/evaluation.yaml`` + ``<bundle>/evaluate.yaml``
-and for inference ``common/inference.yaml`` + ``<bundle>/inference.yaml``.
+``common/base.yaml``, ``common/training.yaml``, ``<bundle>/train.yaml``, the scenario
+(``common/scenarios/<name>.yaml``, :data:`DEFAULT_SCENARIO` when none is given) and extra override
+files, then for evaluation ``common/evaluation.yaml`` and for inference ``common/inference.yaml``,
+each followed by the bundle's own ``evaluate.yaml``/``inference.yaml`` where it has one. Multi-GPU
+training adds ``common/multi_gpu.yaml`` and the bundle's ``multi_gpu_train.yaml`` (if any).
 
-Command line (prints the equivalent ``python -m monai.bundle run`` command, then runs it)::
+The command line is :mod:`pipeline.bundles.cli` (``python -m pipeline.bundles``)::
 
     python -m pipeline.bundles baseline train --scenario localized2d --max_epochs 2
     python -m pipeline.bundles export baseline --out DIR --checkpoint runs/baseline/models/model.pt
@@ -22,9 +24,14 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[1] / "bundles"))
+BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
 WORKFLOWS = ("train", "evaluate", "inference")
 COMMON = "common"
+# merged when no scenario is given: the scenario files are the only place data and artifact are set
+DEFAULT_SCENARIO = "localized2d"
+MULTI_GPU_COMMON = "multi_gpu.yaml"
+MULTI_GPU_TRAIN = "multi_gpu_train.yaml"
+LOGGING_CONF = "logging.conf"
 
 
 JSON_CONSTANTS = {"true": True, "false": False, "null": None}
@@ -74,6 +81,9 @@ def config_files(
 ) -> list[str]:
     """Absolute paths of the config files to merge for ``bundle``'s ``workflow``.
 
+    ``scenario`` None merges :data:`DEFAULT_SCENARIO`. A bundle's own ``evaluate.yaml`` and
+    ``inference.yaml`` are optional: without one the shared fragment is the whole workflow.
+
     Raises:
         ValueError: unknown bundle, workflow, scenario, or a missing override file.
     """
@@ -83,22 +93,43 @@ def config_files(
         raise ValueError(f"workflow '{workflow}' is unknown; choose one of {list(WORKFLOWS)}")
     common = root / COMMON / "configs"
     own = root / bundle / "configs"
+    scenario = DEFAULT_SCENARIO if scenario is None else scenario
     files = [common / "base.yaml", common / "training.yaml", own / "train.yaml"]
-    if scenario is not None:
-        path = common / "scenarios" / f"{scenario}.yaml"
-        if not path.is_file():
-            raise ValueError(f"scenario '{scenario}' not found; scenarios: {scenario_names(root)}")
-        files.append(path)
+    path = common / "scenarios" / f"{scenario}.yaml"
+    if not path.is_file():
+        raise ValueError(f"scenario '{scenario}' not found; scenarios: {scenario_names(root)}")
+    files.append(path)
     for extra in overrides:
         extra = Path(extra)
         if not extra.is_file():
             raise ValueError(f"override config file '{extra}' does not exist")
         files.append(extra)
     if workflow == "evaluate":
-        files += [common / "evaluation.yaml", own / "evaluate.yaml"]
+        files += [common / "evaluation.yaml", *_if_present(own / "evaluate.yaml")]
     elif workflow == "inference":
-        files += [common / "inference.yaml", own / "inference.yaml"]
+        files += [common / "inference.yaml", *_if_present(own / "inference.yaml")]
     return [str(Path(f).absolute()) for f in files]
+
+
+def multi_gpu_configs(bundle: str, root: Path = BUNDLES_ROOT) -> list[str]:
+    """The override files that turn ``bundle``'s training into DDP training, in merge order:
+    ``common/multi_gpu.yaml``, then the bundle's ``multi_gpu_train.yaml`` where it has one.
+
+    Raises:
+        ValueError: unknown bundle, or no ``common/configs/multi_gpu.yaml`` under ``root``.
+    """
+    if bundle not in bundle_names(root):
+        raise ValueError(f"bundle '{bundle}' not found under {root}; bundles: {bundle_names(root)}")
+    shared = root / COMMON / "configs" / MULTI_GPU_COMMON
+    if not shared.is_file():
+        raise ValueError(f"bundle '{bundle}' cannot train on several GPUs: {shared} is missing")
+    files = [shared, *_if_present(root / bundle / "configs" / MULTI_GPU_TRAIN)]
+    return [str(f.absolute()) for f in files]
+
+
+def _if_present(path: Path) -> list[Path]:
+    """``[path]`` when the (optional) file exists, else nothing to merge."""
+    return [path] if path.is_file() else []
 
 
 def meta_file(bundle: str, root: Path = BUNDLES_ROOT) -> str:
@@ -106,7 +137,9 @@ def meta_file(bundle: str, root: Path = BUNDLES_ROOT) -> str:
 
 
 def logging_file(bundle: str, root: Path = BUNDLES_ROOT) -> str:
-    return str((root / bundle / "configs" / "logging.conf").absolute())
+    """The bundle's ``configs/logging.conf`` where it has one, else the shared ``common/configs/logging.conf``."""
+    own = root / bundle / "configs" / LOGGING_CONF
+    return str((own if own.is_file() else root / COMMON / "configs" / LOGGING_CONF).absolute())
 
 
 def run_bundle(
@@ -183,49 +216,9 @@ def monai_command(
     ]  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["export"]:  # python -m pipeline.bundles export NAME --out DIR: a take-away bundle folder
-        from pipeline.bundle_export import main as export_main
-
-        return export_main(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.bundles",
-        description="Run a bundle with its shared config fragments merged (wraps `python -m monai.bundle run`). "
-        "Unknown --key value pairs are passed to MONAI as config overrides. "
-        "`python -m pipeline.bundles export NAME --out DIR` writes a self-contained bundle folder.",
-    )
-    add_bundle_arguments(parser)
-    parser.add_argument("workflow", nargs="?", default="train", choices=WORKFLOWS)
-    add_override_arguments(parser)
-    parser.add_argument("--print-only", action="store_true", help="print the monai.bundle command and exit")
-    parser.add_argument(
-        "--multi-gpu", type=int, metavar="NPROC", help="train with DDP on NPROC GPUs of this node (torchrun)"
-    )
-    args, extra = parser.parse_known_args(argv)
-    try:
-        configs = args.config
-        if args.multi_gpu is not None:  # DDP: add the multi-GPU configs, launch with torchrun
-            from pipeline.distributed import multi_gpu_configs, torchrun_command
-
-            if args.workflow != "train":
-                raise ValueError(f"--multi-gpu is for the train workflow, not '{args.workflow}'")
-            configs = configs + multi_gpu_configs(args.bundle)
-        command = monai_command(args.bundle, args.workflow, args.scenario, configs, extra)
-        if args.multi_gpu is not None:
-            command = torchrun_command(command[1:], args.multi_gpu)
-    except ValueError as err:
-        parser.error(str(err))
-    return exec_command(command, args.print_only)
-
-
 def exec_command(command: Sequence[str], print_only: bool = False) -> int:
     """Print ``command``; unless ``print_only``, replace this process with it."""
     print(shlex.join(command), flush=True)
     if not print_only:
         os.execv(command[0], list(command))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
