@@ -271,7 +271,7 @@ def export_bundle(
             if bundle == "teacher" and teacher.is_file():
                 shutil.copyfile(teacher, staging / "models" / "teacher.pt")
         (staging / "docs" / "README.md").write_text(
-            bundle_readme(bundle, meta, configs["train"], run_metrics, trained=weights is not None)
+            bundle_readme(meta, configs["train"], run_metrics, trained=weights is not None)
         )
         staging.chmod(0o755)
         staging.replace(out)
@@ -310,7 +310,7 @@ def _performance_section(run_metrics: Mapping[str, Mapping] | None, trained: boo
 
 
 def bundle_readme(
-    bundle: str, meta: Mapping, config: Mapping, run_metrics: Mapping[str, Mapping] | None, trained: bool
+    meta: Mapping, config: Mapping, run_metrics: Mapping[str, Mapping] | None, trained: bool
 ) -> str:
     """docs/README.md of an exported bundle, with model-zoo's sections."""
     image = meta["network_data_format"]["inputs"]["image"]
