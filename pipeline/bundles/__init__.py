@@ -56,7 +56,7 @@ def add_bundle_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def add_override_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--scenario`` and repeatable ``--config`` override files."""
-    parser.add_argument("--scenario", help=f"one of {scenario_names()}")
+    parser.add_argument("--scenario", help=f"one of {scenario_names()} (default {DEFAULT_SCENARIO})")
     parser.add_argument(
         "--config", action="append", default=[], help="extra override YAML/JSON file (repeatable)"
     )
@@ -93,12 +93,11 @@ def config_files(
         raise ValueError(f"workflow '{workflow}' is unknown; choose one of {list(WORKFLOWS)}")
     common = root / COMMON / "configs"
     own = root / bundle / "configs"
-    scenario = DEFAULT_SCENARIO if scenario is None else scenario
-    files = [common / "base.yaml", common / "training.yaml", own / "train.yaml"]
-    path = common / "scenarios" / f"{scenario}.yaml"
-    if not path.is_file():
+    scenario = scenario or DEFAULT_SCENARIO
+    scenario_file = common / "scenarios" / f"{scenario}.yaml"
+    if not scenario_file.is_file():
         raise ValueError(f"scenario '{scenario}' not found; scenarios: {scenario_names(root)}")
-    files.append(path)
+    files = [common / "base.yaml", common / "training.yaml", own / "train.yaml", scenario_file]
     for extra in overrides:
         extra = Path(extra)
         if not extra.is_file():
