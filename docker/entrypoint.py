@@ -59,16 +59,16 @@ def bundle_command(args: Sequence[str], env: dict) -> list[str]:
 
 
 def multi_gpu_command(args: Sequence[str], env: dict) -> list[str]:
-    from pipeline import distributed
+    from pipeline import torchrun
 
     parser = argparse.ArgumentParser(prog="entrypoint.py multi-gpu", allow_abbrev=False, add_help=False)
     parser.add_argument("bundle", nargs="?")
-    distributed.add_launch_arguments(parser)
+    torchrun.add_launch_arguments(parser)
     launch, rest = parser.parse_known_args(list(args))
     if launch.bundle is None or launch.bundle.startswith("-"):
         raise UsageError("multi-gpu needs a bundle name: multi-gpu NAME [--nproc N] [ARGS]")
-    return distributed.bundle_training_command(
-        launch.bundle, bundle_args=_with_output_root(rest, env), **distributed.launch_options(launch)
+    return torchrun.bundle_training_command(
+        launch.bundle, bundle_args=_with_output_root(rest, env), **torchrun.launch_options(launch)
     )
 
 
@@ -105,7 +105,7 @@ def build_command(argv: Sequence[str], env: dict | None = None) -> list[str]:
 
     Raises:
         UsageError: no or an unknown subcommand, or a subcommand without its required name;
-            ValueError from :mod:`pipeline.distributed` for bad launch options.
+            ValueError from :mod:`pipeline.torchrun` for bad launch options.
     """
     env = dict(os.environ if env is None else env)
     if not argv:

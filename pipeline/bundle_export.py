@@ -1,8 +1,8 @@
 """Export a bundle as a self-contained MONAI bundle folder that a user can take away.
 
-The repository's bundles share config fragments (``bundles/common``) and refer to the repository
-(symlinked ``LICENSE`` and ``logging.conf``, ``bundle_root`` under ``bundles/``, outputs under
-the working directory). :func:`export_bundle` writes one folder in MONAI's bundle layout::
+The repository's bundles share config fragments, the scenario and ``logging.conf``
+(``bundles/common``) and refer to the repository (a symlinked ``LICENSE``, ``bundle_root`` under
+``bundles/``, outputs under the working directory). :func:`export_bundle` writes one folder in MONAI's bundle layout::
 
     LICENSE                      a copy of the project's license
     configs/train.yaml           every fragment merged: runnable alone
@@ -22,6 +22,7 @@ The folder passes MONAI model-zoo's ``ci/verify_bundle.py`` (``min`` and ``full`
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
@@ -33,7 +34,16 @@ from typing import Any
 
 import yaml
 
-from pipeline.bundles import BUNDLES_ROOT, WORKFLOWS, config_files, logging_file, meta_file, parse_value
+from pipeline.bundles import (
+    BUNDLES_ROOT,
+    WORKFLOWS,
+    add_bundle_arguments,
+    add_override_arguments,
+    config_files,
+    logging_file,
+    meta_file,
+    parse_value,
+)
 
 PACKAGE = "shortcut-kd"
 # config ids rewritten so that nothing refers outside the exported folder
@@ -261,7 +271,7 @@ def export_bundle(
             if bundle == "teacher" and teacher.is_file():
                 shutil.copyfile(teacher, staging / "models" / "teacher.pt")
         (staging / "docs" / "README.md").write_text(
-            bundle_readme(bundle, meta, configs["train"], run_metrics, trained=weights is not None)
+            bundle_readme(meta, configs["train"], run_metrics, trained=weights is not None)
         )
         staging.chmod(0o755)
         staging.replace(out)
@@ -300,7 +310,7 @@ def _performance_section(run_metrics: Mapping[str, Mapping] | None, trained: boo
 
 
 def bundle_readme(
-    bundle: str, meta: Mapping, config: Mapping, run_metrics: Mapping[str, Mapping] | None, trained: bool
+    meta: Mapping, config: Mapping, run_metrics: Mapping[str, Mapping] | None, trained: bool
 ) -> str:
     """docs/README.md of an exported bundle, with model-zoo's sections."""
     image = meta["network_data_format"]["inputs"]["image"]
@@ -378,10 +388,6 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.bundles export NAME --out DIR [--checkpoint ...] [--scenario ...] [--key value ...]``."""
-    import argparse
-
-    from pipeline.bundles import add_bundle_arguments, add_override_arguments
-
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.bundles export",
         description="Write a bundle as a self-contained MONAI bundle folder (merged configs, LICENSE, "

@@ -7,8 +7,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from pipeline.networks.hooks import FeatureHooks
 from pipeline.networks import build_network, network_stages
+from pipeline.networks.hooks import FeatureHooks
 
 logger = logging.getLogger(__name__)
 

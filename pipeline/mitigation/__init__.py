@@ -1,15 +1,11 @@
 """Bias-mitigation baselines: group-based (reweighting, GroupDRO, balanced sampling), without bias
-labels (JTT, DFR) and augmentation-based (generic augmentations, mixup).
+labels (JTT, DFR) and augmentation-based (generic augmentations, the known artifact on every class).
 
 See ``docs/mitigation.md`` for when each applies and how it plugs into the ERM bundle.
 """
 
-from pipeline.mitigation.augmentation import (
-    MixupPrepareBatch,
-    artifact_agnostic_augmentations,
-    decorrelating_artifact_rates,
-)
-from pipeline.mitigation.cross_entropy import SoftTargetCrossEntropyLoss, per_sample_cross_entropy
+from pipeline.mitigation.augmentation import artifact_agnostic_augmentations, decorrelating_artifact_rates
+from pipeline.mitigation.cross_entropy import per_sample_cross_entropy
 from pipeline.mitigation.dfr import find_last_linear, freeze_all_but_last_layer, reset_last_layer
 from pipeline.mitigation.group_losses import GroupDROLoss, GroupReweightedLoss
 from pipeline.mitigation.groups import NUM_GROUPS, group_counts, group_index
@@ -22,8 +18,6 @@ __all__ = [
     "BatchContextHandler",
     "GroupDROLoss",
     "GroupReweightedLoss",
-    "MixupPrepareBatch",
-    "SoftTargetCrossEntropyLoss",
     "artifact_agnostic_augmentations",
     "datalist_groups",
     "decorrelating_artifact_rates",

@@ -1,32 +1,25 @@
-"""Augmentation-based mitigation: generic intensity/occlusion augmentations and mixup.
+"""Augmentation-based mitigation: generic intensity/occlusion augmentations (no bias labels
+needed), and the added-artifact rates that decorrelate a known artifact from the label.
 
-Neither needs bias labels. :func:`artifact_agnostic_augmentations` returns MONAI dictionary
-transforms to append to a training chain; :class:`MixupPrepareBatch` mixes whole batches
-inside the engine (``SupervisedTrainer(prepare_batch=...)``) with MONAI's ``MixUp`` and
-returns soft targets for :class:`~pipeline.mitigation.SoftTargetCrossEntropyLoss`.
+:func:`artifact_agnostic_augmentations` returns MONAI dictionary transforms to append to a
+training chain.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.transforms import (
     MapTransform,
-    MixUp,
     RandAdjustContrastd,
     RandCoarseDropoutd,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
 )
-from monai.utils import convert_to_tensor
 
-__all__ = ["MixupPrepareBatch", "artifact_agnostic_augmentations", "decorrelating_artifact_rates"]
+__all__ = ["artifact_agnostic_augmentations", "decorrelating_artifact_rates"]
 
 
 def _check_range(name: str, value: Sequence[float], low: float) -> tuple[float, float]:
@@ -131,89 +124,3 @@ def decorrelating_artifact_rates(bias_rates: Sequence[float], target: float | No
     if not max(rates) <= target <= 1.0:
         raise ValueError(f"target must lie in [max(bias_rates)={max(rates)}, 1], got {target}.")
     return [0.0 if r == 1.0 else (target - r) / (1.0 - r) for r in rates]
-
-
-class MixupPrepareBatch(PrepareBatch):
-    """``prepare_batch`` for MONAI engines that applies mixup (Zhang et al., ICLR 2018).
-
-    Images and one-hot labels of a batch are mixed with the same Beta(alpha, alpha) weights and
-    permutation from ``monai.transforms.MixUp`` (on the CPU, where MixUp keeps its weights), then
-    moved to ``device``. Returns ``(images, soft_targets)`` with
-    ``soft_targets`` of shape ``(B, num_classes)``; train with
-    :class:`~pipeline.mitigation.SoftTargetCrossEntropyLoss` (or ``torch.nn.CrossEntropyLoss``).
-    Use it for the trainer only; the evaluator keeps the default ``prepare_batch``.
-
-    Args:
-        num_classes: number of classes of the integer labels.
-        alpha: Beta distribution parameter (> 0).
-        seed: seed of the mixing weights and pairings.
-        image_key: batch key of the images.
-        label_key: batch key of the labels (``(B,)``, ``(B, 1)`` indices or ``(B, C)`` one-hot).
-
-    Raises:
-        ValueError: for ``num_classes`` < 2, ``alpha`` <= 0, or a batch without the keys.
-    """
-
-    def __init__(
-        self,
-        num_classes: int,
-        alpha: float = 0.4,
-        seed: int = 0,
-        image_key: str = "image",
-        label_key: str = "label",
-    ) -> None:
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
-        if not alpha > 0:
-            raise ValueError(f"alpha must be positive, got {alpha}.")
-        self.num_classes = int(num_classes)
-        self.alpha = float(alpha)
-        self.image_key = image_key
-        self.label_key = label_key
-        self.R = np.random.RandomState(seed)
-
-    def _soft_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        if labels.ndim == 2 and labels.shape[1] == self.num_classes:
-            return labels.float()
-        labels = labels.reshape(labels.shape[0], -1)
-        if labels.shape[1] != 1:
-            raise ValueError(
-                f"{self.label_key!r} must be (B,), (B, 1) or (B, {self.num_classes}), "
-                f"got {tuple(labels.shape)}."
-            )
-        index = labels[:, 0]
-        if index.is_floating_point() and not torch.equal(index, index.round()):
-            raise ValueError(f"{self.label_key!r} must hold integer class indices, got {index.tolist()[:8]}.")
-        index = index.long()
-        if index.numel() and (index.min() < 0 or index.max() >= self.num_classes):
-            raise ValueError(
-                f"{self.label_key!r} must lie in [0, {self.num_classes}), got {index.tolist()[:8]}."
-            )
-        return F.one_hot(index, self.num_classes).float()
-
-    def __call__(
-        self,
-        batchdata: dict,
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        for key in (self.image_key, self.label_key):
-            if not isinstance(batchdata, dict) or key not in batchdata:
-                found = (
-                    sorted(map(str, batchdata)) if isinstance(batchdata, dict) else type(batchdata).__name__
-                )
-                raise ValueError(f"mixup needs batch key {key!r}; got {found}.")
-        # MixUp keeps its mixing weights on the CPU, so mix there and move the result afterwards.
-        images = convert_to_tensor(batchdata[self.image_key], device="cpu")
-        targets = self._soft_labels(
-            convert_to_tensor(batchdata[self.label_key], track_meta=False, device="cpu")
-        )
-        mixer = MixUp(batch_size=images.shape[0], alpha=self.alpha)
-        mixer.set_random_state(state=self.R)
-        mixed_images = mixer(images)
-        # MixUp expects channel-first spatial data: view (B, C) targets as (B, C, 1, 1), same draw.
-        mixed_targets = mixer(targets[..., None, None], randomize=False)[..., 0, 0]
-        return default_prepare_batch(
-            {"image": mixed_images, "label": mixed_targets}, device, non_blocking, **kwargs
-        )

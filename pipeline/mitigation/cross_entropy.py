@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monai.utils import convert_to_tensor
-from torch import nn
 
-__all__ = ["SoftTargetCrossEntropyLoss", "per_sample_cross_entropy"]
+__all__ = ["per_sample_cross_entropy"]
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -16,7 +15,7 @@ def per_sample_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torc
     Args:
         logits: ``(B, C)`` unnormalised scores, ``C >= 2``.
         target: class indices ``(B,)`` or ``(B, 1)`` (integer, or float holding integers), or
-            class probabilities ``(B, C)`` (one-hot or soft, e.g. from mixup).
+            class probabilities ``(B, C)`` (one-hot or soft).
 
     Raises:
         ValueError: when the shapes do not match one of these forms, a class index is outside
@@ -50,14 +49,3 @@ def per_sample_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torc
         f"target shape {tuple(target.shape)} does not fit logits {tuple(logits.shape)}: "
         f"use ({batch},), ({batch}, 1) class indices or ({batch}, {num_classes}) probabilities."
     )
-
-
-class SoftTargetCrossEntropyLoss(nn.Module):
-    """Mean cross-entropy over the batch for index, one-hot or soft (mixup) targets.
-
-    Called as ``loss(pred, target)`` like any MONAI loss; see :func:`per_sample_cross_entropy`
-    for the accepted shapes.
-    """
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return per_sample_cross_entropy(pred, target).mean()

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from bundle_helpers import tiny_settings, workflow
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata
 
-from pipeline.bundles import BUNDLES_ROOT, bundle_names, config_files, meta_file, monai_command
+from pipeline.bundles import (
+    BUNDLES_ROOT,
+    DEFAULT_SCENARIO,
+    WORKFLOWS,
+    bundle_names,
+    config_files,
+    logging_file,
+    meta_file,
+    monai_command,
+)
 from pipeline.distillation.teacher import TeacherSpec, save_teacher
 from pipeline.networks import build_network, registered_networks
 
@@ -19,12 +31,57 @@ SCHEMA = BUNDLES_ROOT / "common" / "schema" / "metadata_schema.json"
 
 
 def test_every_bundle_is_listed_and_has_the_bundle_layout():
+    """A repository bundle holds what is its own; every workflow's config files and the logging
+    config resolve to existing files (shared ones from common/; export writes the full layout)."""
     assert bundle_names() == ["baseline", "distillation", "teacher"]
     for name in bundle_names():
         folder = BUNDLES_ROOT / name
-        for part in ("configs/metadata.json", "configs/train.yaml", "configs/evaluate.yaml",
-                     "configs/inference.yaml", "configs/logging.conf", "docs/README.md", "LICENSE"):  # fmt: skip
+        for part in ("configs/metadata.json", "configs/train.yaml", "docs/README.md", "LICENSE"):
             assert (folder / part).is_file(), f"{name}: {part} missing"
+        for kind in WORKFLOWS:
+            files = config_files(name, kind)
+            assert all(Path(f).is_file() for f in files), f"{name} {kind}: {files}"
+        assert Path(logging_file(name)).is_file()
+
+
+def test_config_files_merge_the_default_scenario_and_the_shared_workflow_files():
+    common = BUNDLES_ROOT / "common" / "configs"
+    assert config_files("teacher") == config_files("teacher", scenario=DEFAULT_SCENARIO)
+    assert config_files("teacher")[3] == str(common / "scenarios" / f"{DEFAULT_SCENARIO}.yaml")
+    # no bundle repeats the shared evaluation/inference file: it alone ends the list
+    for name in bundle_names():
+        assert config_files(name, "evaluate")[-1] == str(common / "evaluation.yaml")
+        assert config_files(name, "inference")[-1] == str(common / "inference.yaml")
+        assert logging_file(name) == str(common / "logging.conf")
+
+
+def test_a_bundle_file_that_exists_is_merged_after_the_shared_one(tmp_path):
+    root = tmp_path / "bundles"
+    shutil.copytree(BUNDLES_ROOT / "common", root / "common")
+    own = root / "mine" / "configs"
+    own.mkdir(parents=True)
+    for part in ("metadata.json", "train.yaml"):
+        (own / part).write_text("{}")
+    assert config_files("mine", "evaluate", root=root)[-1].endswith("common/configs/evaluation.yaml")
+    assert logging_file("mine", root=root) == str(root / "common" / "configs" / "logging.conf")
+    for part in ("evaluate.yaml", "inference.yaml", "logging.conf"):
+        (own / part).write_text("{}")
+    assert config_files("mine", "evaluate", root=root)[-2:] == [
+        str(root / "common" / "configs" / "evaluation.yaml"), str(own / "evaluate.yaml")
+    ]
+    assert config_files("mine", "inference", root=root)[-1] == str(own / "inference.yaml")
+    assert logging_file("mine", root=root) == str(own / "logging.conf")
+
+
+def test_the_scenario_is_the_only_place_data_and_artifact_are_set():
+    """Editing base.yaml's artifact used to do nothing in the experiment (the scenario overrode it):
+    no shared fragment or bundle config sets what a scenario sets (batch_size: a default)."""
+    scenarios = BUNDLES_ROOT / "common" / "configs" / "scenarios"
+    keys = {k for f in scenarios.glob("*.yaml") for k in yaml.safe_load(f.read_text())} - {"batch_size"}
+    assert {"artifact", "data_source", "data_params", "image_size", "spatial_dims"} <= keys
+    for path in BUNDLES_ROOT.glob("*/configs/**/*.yaml"):
+        if path.parent != scenarios:
+            assert not keys & set(yaml.safe_load(path.read_text()) or {}), path
 
 
 @pytest.mark.parametrize("bundle", ["baseline", "teacher", "distillation"])

@@ -1,4 +1,5 @@
-"""pipeline.distributed without a process group: rank helpers, handler filter, torchrun commands, configs."""
+"""pipeline.distributed without a process group (rank helpers, handler filter), the torchrun launcher
+(pipeline.torchrun) and the multi-GPU configs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from monai.bundle import ConfigParser
 from monai.handlers import (
     CheckpointSaver,
     EarlyStopHandler,
@@ -18,7 +20,8 @@ from monai.handlers import (
     ValidationHandler,
 )
 
-from pipeline import bundles, distributed
+from pipeline import bundles, distributed, torchrun
+from pipeline.bundles import cli
 
 CONFIGS = bundles.BUNDLES_ROOT / "common" / "configs"
 TRAINING_BUNDLES = ("baseline", "teacher", "distillation")
@@ -90,14 +93,14 @@ def test_main_process_handlers_drop_writers_on_other_ranks(tmp_path, monkeypatch
 
 
 def test_torchrun_command_one_node_is_standalone():
-    command = distributed.torchrun_command(["-m", "pipeline.bundles", "baseline"], 4)
+    command = torchrun.torchrun_command(["-m", "pipeline.bundles", "baseline"], 4)
     assert command[1:] == [
         "-m", "torch.distributed.run", "--nproc_per_node", "4", "--standalone", "-m", "pipeline.bundles", "baseline",
     ]  # fmt: skip
 
 
 def test_torchrun_command_several_nodes_use_c10d_or_static_rendezvous():
-    command = distributed.torchrun_command(
+    command = torchrun.torchrun_command(
         ["train.py"], "gpu", nnodes=2, rdzv_endpoint="node0:29400", rdzv_id="job7"
     )
     text = shlex.join(command)
@@ -108,7 +111,7 @@ def test_torchrun_command_several_nodes_use_c10d_or_static_rendezvous():
     assert command[-1] == "train.py"
     # torchrun ignores --node_rank with c10d: a fixed node rank means the static rendezvous
     text = shlex.join(
-        distributed.torchrun_command(["train.py"], 8, nnodes=2, node_rank=1, rdzv_endpoint="n0:1")
+        torchrun.torchrun_command(["train.py"], 8, nnodes=2, node_rank=1, rdzv_endpoint="n0:1")
     )
     assert "--rdzv_backend static" in text and "--node_rank 1" in text
 
@@ -126,53 +129,60 @@ def test_torchrun_command_several_nodes_use_c10d_or_static_rendezvous():
 )
 def test_torchrun_command_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        distributed.torchrun_command(["train.py"], **kwargs)
+        torchrun.torchrun_command(["train.py"], **kwargs)
     with pytest.raises(ValueError, match="program"):
-        distributed.torchrun_command([], 1)
+        torchrun.torchrun_command([], 1)
 
 
 def test_multi_gpu_configs_are_common_then_bundle(tmp_path):
     for bundle in TRAINING_BUNDLES:
-        files = distributed.multi_gpu_configs(bundle)
+        files = bundles.multi_gpu_configs(bundle)
+        own = bundles.BUNDLES_ROOT / bundle / "configs" / "multi_gpu_train.yaml"
         assert [Path(f).relative_to(bundles.BUNDLES_ROOT).as_posix() for f in files] == [
             "common/configs/multi_gpu.yaml",
-            f"{bundle}/configs/multi_gpu_train.yaml",
+            *([f"{bundle}/configs/multi_gpu_train.yaml"] if own.is_file() else []),
         ]
         assert all(isinstance(_yaml(Path(f)), dict) for f in files)
+    # only the teacher needs more than the shared fragment
+    assert [b for b in TRAINING_BUNDLES if len(bundles.multi_gpu_configs(b)) == 2] == ["teacher"]
     with pytest.raises(ValueError, match="bundle 'nope' not found"):
-        distributed.multi_gpu_configs("nope")
-    (tmp_path / "common" / "configs").mkdir(parents=True)
-    (tmp_path / "common" / "configs" / "multi_gpu.yaml").write_text("{}")
+        bundles.multi_gpu_configs("nope")
     (tmp_path / "solo" / "configs").mkdir(parents=True)
     (tmp_path / "solo" / "configs" / "metadata.json").write_text("{}")
-    with pytest.raises(ValueError, match="'solo' cannot train on several GPUs"):
-        distributed.multi_gpu_configs("solo", root=tmp_path)
+    with pytest.raises(ValueError, match="'solo' cannot train on several GPUs.*multi_gpu.yaml is missing"):
+        bundles.multi_gpu_configs("solo", root=tmp_path)
+    # without its own multi_gpu_train.yaml a bundle adds nothing to the shared fragment
+    (tmp_path / "common" / "configs").mkdir(parents=True)
+    (tmp_path / "common" / "configs" / "multi_gpu.yaml").write_text("{}")
+    assert bundles.multi_gpu_configs("solo", root=tmp_path) == [
+        str((tmp_path / "common" / "configs" / "multi_gpu.yaml").absolute())
+    ]
 
 
 def test_bundles_cli_multi_gpu_wraps_monai_run_in_torchrun(capsys):
-    assert bundles.main(["teacher", "train", "--multi-gpu", "2", "--print-only", "--max_epochs", "1"]) == 0
+    assert cli.main(["teacher", "train", "--multi-gpu", "2", "--print-only", "--max_epochs", "1"]) == 0
     command = shlex.split(capsys.readouterr().out.strip())
     assert command[1:6] == ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
     assert command[6:9] == ["-m", "monai.bundle", "run"]
     files = json.loads(command[command.index("--config_file") + 1])
-    assert files[-2:] == distributed.multi_gpu_configs("teacher")
+    assert files[-2:] == bundles.multi_gpu_configs("teacher")
     assert command[-2:] == ["--max_epochs", "1"]
     with pytest.raises(SystemExit) as stop:
-        bundles.main(["baseline", "evaluate", "--multi-gpu", "2", "--print-only"])
+        cli.main(["baseline", "evaluate", "--multi-gpu", "2", "--print-only"])
     assert stop.value.code == 2
     assert "train workflow" in capsys.readouterr().err
 
 
-def test_distributed_cli_prints_multi_node_command(capsys):
+def test_torchrun_cli_prints_multi_node_command(capsys):
     argv = ["distillation", "--nproc-per-node", "8", "--nnodes", "2", "--rdzv-endpoint", "host:29400",
             "--rdzv-id", "kd1", "--config", "my.yaml", "--max_epochs", "3", "--print-only"]  # fmt: skip
-    assert distributed.main(argv) == 0
+    assert torchrun.main(argv) == 0
     command = shlex.split(capsys.readouterr().out.strip())
     program = command[command.index("-m", 3) :]
     assert program[:4] == ["-m", "pipeline.bundles", "distillation", "train"]
     # the user's arguments first, the multi-GPU configs last (they wrap the network in DDP)
     assert program[4:8] == ["--config", "my.yaml", "--max_epochs", "3"]
-    assert program[8:] == [a for f in distributed.multi_gpu_configs("distillation") for a in ("--config", f)]
+    assert program[8:] == [a for f in bundles.multi_gpu_configs("distillation") for a in ("--config", f)]
     assert command[command.index("--rdzv_endpoint") + 1] == "host:29400"
 
 
@@ -201,9 +211,18 @@ def test_multi_gpu_initialize_keeps_every_training_step_after_joining():
 
 
 def test_teacher_multi_gpu_run_is_train_yaml_with_barrier_and_rank0_save():
-    root = bundles.BUNDLES_ROOT / "teacher" / "configs"
-    single, multi = _yaml(root / "train.yaml")["run"], _yaml(root / "multi_gpu_train.yaml")["run"]
-    assert multi[multi.index("@train_run") + 1] == "$pipeline.distributed.barrier()"
-    assert multi[-1].startswith("$@main_process and pipeline.distillation.teacher.save_teacher(")
-    normalized = multi
-    assert [e for e in normalized if e != "$pipeline.distributed.barrier()"] == single
+    """The multi-GPU teacher runs train.yaml's steps, each rank waiting for rank 0's files
+    (pretrained weights, best model) before loading them."""
+    single = _yaml(bundles.BUNDLES_ROOT / "teacher" / "configs" / "train.yaml")["run"]
+    parser = ConfigParser()
+    parser.read_config(bundles.config_files("teacher", overrides=bundles.multi_gpu_configs("teacher")))
+    multi = parser["run"]
+    assert multi == single  # only what differs is in multi_gpu_train.yaml
+    phases = ("@pretraining_run", "@train_run")
+    steps = [s for step in multi for s in (parser[step[1:]] if step in phases else [step])]
+    trained = steps.index("$@train#trainer.run()")
+    assert steps[trained + 1] == "$pipeline.distributed.barrier()"
+    assert steps[trained + 2] == "$pipeline.networks.load_checkpoint(@network, @ckpt_dir + '/model.pt')"
+    assert parser["pretraining_run"] == ["$pipeline.distributed.barrier()"]
+    assert steps[-1].startswith("$@main_process and pipeline.distillation.teacher.save_teacher(")
+    assert parser["probe_training"]["model"]["network"] == "@network_def"

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from pipeline.bundles import BUNDLES_ROOT
-from pipeline.distributed import multi_gpu_configs
+from pipeline.bundles import BUNDLES_ROOT, multi_gpu_configs
 
 SCRIPT = BUNDLES_ROOT.parent / "docker" / "entrypoint.py"
 

@@ -3,12 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.mitigation import (
-    SoftTargetCrossEntropyLoss,
-    group_counts,
-    group_index,
-    per_sample_cross_entropy,
-)
+from pipeline.mitigation import group_counts, group_index, per_sample_cross_entropy
 
 
 def test_group_index_scalars_cover_four_groups():
@@ -55,13 +50,6 @@ def test_per_sample_cross_entropy_accepts_index_column_and_one_hot():
     expected = F.cross_entropy(logits, index, reduction="none")
     for target in (index, index[:, None].float(), F.one_hot(index, 3).float()):
         assert torch.allclose(per_sample_cross_entropy(logits, target), expected)
-
-
-def test_soft_targets_match_expected_cross_entropy():
-    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
-    soft = torch.tensor([[0.3, 0.7], [0.5, 0.5]])
-    expected = -(soft * logits.log_softmax(1)).sum(1).mean()
-    assert torch.allclose(SoftTargetCrossEntropyLoss()(logits, soft), expected)
 
 
 @pytest.mark.parametrize(
