@@ -9,7 +9,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from pipeline.bundles import config_files, main, run_bundle
+from pipeline.bundles import config_files, run_bundle
+from pipeline.bundles.cli import main
 from pipeline.evaluation.saliency import read_saliency, saliency_grid_from_files
 
 TINY = {"image_size": [32, 32], "batch_size": 16, "progress_bar": False, "tensorboard": False}
