@@ -1,5 +1,6 @@
-"""Evaluation: shortcut-reliance metrics from per-sample predictions, saliency maps and the results report."""
+"""Evaluation: the protocol (test sets, prediction files, metrics), layer analysis, saliency maps and the report."""
 
+from pipeline.evaluation.figures import save_figure
 from pipeline.evaluation.layers import (
     LayerFeatures,
     LinearProbe,
@@ -14,7 +15,6 @@ from pipeline.evaluation.layers import (
     prediction_depth,
 )
 from pipeline.evaluation.metrics import (
-    METRIC_COLUMNS,
     UndefinedMetricWarning,
     accuracy,
     auc,
@@ -23,30 +23,43 @@ from pipeline.evaluation.metrics import (
     delta_tpr,
     expected_calibration_error,
     false_positive_rate,
-    flip_rate,
     group_accuracies,
-    load_predictions,
-    predicted_labels,
     rates_by_group,
     resampled_aucs,
     roc_curve,
-    summarize,
     true_positive_rate,
-    validate_predictions,
     worst_group_accuracy,
 )
 from pipeline.evaluation.prediction_depth import PredictionDepth, knn_predict, prediction_depths
-from pipeline.evaluation.report import (
-    build_report,
-    load_results,
-    recompute_results,
-    save_figure,
-    verify_report,
+from pipeline.evaluation.prediction_file import (
+    PredictionWriter,
+    load_predictions,
+    predicted_labels,
+    validate_predictions,
 )
+from pipeline.evaluation.protocol import (
+    METRIC_COLUMNS,
+    TEST_SETS,
+    acceptance,
+    counterfactual_delta_tpr,
+    flip_rate,
+    gap_closed,
+    results_table,
+    summarize,
+)
+from pipeline.evaluation.report import build_report, load_results, write_results
 from pipeline.evaluation.saliency import default_target_layer, saliency_grid, saliency_maps
+from pipeline.evaluation.verification import recompute_results, verify_report
 
 __all__ = [
     "METRIC_COLUMNS",
+    "TEST_SETS",
+    "PredictionWriter",
+    "acceptance",
+    "counterfactual_delta_tpr",
+    "gap_closed",
+    "results_table",
+    "write_results",
     "UndefinedMetricWarning",
     "accuracy",
     "auc",

@@ -15,7 +15,7 @@ from simba_layout import write_dataset
 
 from data_prep.cli import main as data_prep_main
 from pipeline.engine.datalist import load_role
-from pipeline.evaluation.report import verify_report
+from pipeline.evaluation.verification import verify_report
 from pipeline.experiment import ExperimentConfig, run_experiment
 from pipeline.experiment_figures import run_parser
 from pipeline.transforms.injection import prebiased_items
