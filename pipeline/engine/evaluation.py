@@ -69,7 +69,7 @@ class TestSetEvaluation:
 
     Args:
         test_sets: the sets to evaluate; default :func:`pipeline.evaluation.protocol.test_sets`.
-        dataset: ``(role=, mode=) -> Dataset`` (a partial of :func:`evaluation_dataset`).
+        dataset: ``(role=, mode=) -> Dataset`` (a `_mode_: callable` partial of :func:`evaluation_dataset`).
         dataloader: ``(dataset) -> DataLoader``.
         evaluator: ``(val_data_loader=, val_handlers=) -> SupervisedEvaluator``.
         output_dir: the run's ``eval`` folder.
