@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from pipeline.bundles import run_bundle
-from pipeline.evaluation.metrics import flip_rate, load_predictions
-from pipeline.experiment import counterfactual_delta_tpr
+from pipeline.evaluation.prediction_file import load_predictions
+from pipeline.evaluation.protocol import counterfactual_delta_tpr, flip_rate
 
 METHODS = {"erm": "baseline", "distilled": "distillation"}
 

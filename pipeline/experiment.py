@@ -36,7 +36,6 @@ from pipeline.engine.resumable_checkpoint import ResumeError, config_fingerprint
 EXPERIMENTS = BUNDLES_ROOT / "common" / "experiments"
 BASELINE_CONFIGS = BUNDLES_ROOT / "baseline" / "configs"
 MITIGATION = BASELINE_CONFIGS / "mitigation"
-TEST_SETS = ("in_distribution", "bias_free", "bias_inverted", "cf_with", "ood")
 # the console shows one progress line per method and epoch; the log lines go to LOG_FILE in the
 # method's folder (the report's in report/)
 CONSOLE_SETTINGS = {"progress_bar": False, "epoch_progress": True}
@@ -324,40 +323,29 @@ def fresh_output(output: Path) -> None:
     (output / MARKER).unlink()
 
 
-def prediction_runs(config: ExperimentConfig, output: Path) -> list[dict]:
-    """Rows (scenario, method, test_set, predictions) for every prediction file that exists."""
-    rows = []
-    for scenario in config.scenarios:
-        for method in ordered_methods(config.methods):
-            folder = output / scenario / method / "eval"
-            for test_set in TEST_SETS:
-                path = folder / f"predictions_{test_set}.csv"
-                if path.is_file():
-                    rows.append(
-                        {
-                            "scenario": scenario,
-                            "method": method,
-                            "test_set": test_set,
-                            "predictions": str(path),
-                        }
-                    )
-            if (folder / "predictions_cf_with.csv").is_file():  # the bias-free set is the pair's other half
-                rows.append(
-                    {"scenario": scenario, "method": method, "test_set": "cf_without",
-                     "predictions": str(folder / "predictions_bias_free.csv")}
-                )  # fmt: skip
-    return rows
+def evaluation_results(config: ExperimentConfig, output: Path) -> list[dict]:
+    """The result rows (scenario, method + :data:`pipeline.evaluation.protocol.RESULT_COLUMNS`) every
+    method's evaluate workflow wrote, gathered for the report."""
+    from pipeline.evaluation.protocol import read_results
+
+    return [
+        {"scenario": scenario, "method": method, **row}
+        for scenario in config.scenarios
+        for method in ordered_methods(config.methods)
+        if (output / scenario / method / "eval").is_dir()
+        for row in read_results(output / scenario / method / "eval")
+    ]
 
 
 def write_report(config: ExperimentConfig, output: Path) -> Path:
     """results.csv/md, figures, acceptance summary (and layer/saliency figures when enabled)."""
     from pipeline.evaluation.headline import write_headline
-    from pipeline.evaluation.report import build_report, load_results
+    from pipeline.evaluation.report import load_results, write_results
 
     report_dir = output / "report"
     extra = analysis_figures(config, output, report_dir)
-    build_report(
-        prediction_runs(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output)
+    write_results(
+        evaluation_results(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output)
     )
     write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
     write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
@@ -395,11 +383,11 @@ def analysis_figures(config: ExperimentConfig, output: Path, report_dir: Path) -
 
 def test_set_notes(config: ExperimentConfig, output: Path) -> dict[str, str]:
     """Per pre-biased scenario, which test sets its data allowed (from each method's ``eval/test_sets.json``)."""
-    from pipeline.engine.evaluation import TEST_SETS_FILE
+    from pipeline.evaluation.protocol import TEST_SETS_JSON
 
     notes = {}
     for scenario in config.scenarios:
-        paths = [output / scenario / m / "eval" / TEST_SETS_FILE for m in ordered_methods(config.methods)]
+        paths = [output / scenario / m / "eval" / TEST_SETS_JSON for m in ordered_methods(config.methods)]
         records = [json.loads(p.read_text()) for p in paths if p.is_file()]
         if not any(r["prebiased"] for r in records):
             continue
@@ -416,54 +404,21 @@ def test_set_notes(config: ExperimentConfig, output: Path) -> dict[str, str]:
     return notes
 
 
-def counterfactual_delta_tpr(metrics: Mapping[str, Mapping]) -> float | None:
-    """TPR with the artifact minus without on the same test positives (``cf_with`` vs ``bias_free``).
-
-    The in-distribution ΔTPR compares the few positives the training rates leave without the
-    artifact (5% of them by default: 25 of 1,000 test images) with the rest; the counterfactual
-    pairs compare every positive with and without it, a much tighter estimate of the same gap.
-    """
-    with_artifact = metrics.get("cf_with", {}).get("tpr_bias1")
-    without = metrics.get("bias_free", {}).get("tpr_bias0")
-    return None if with_artifact is None or without is None else with_artifact - without
-
-
 def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict]:
-    """The paper's claims per scenario, from metrics.json: does ERM learn the shortcut, and how
-    much of ERM's bias-inverted AUC gap to the reference (and of its ΔTPR, in-distribution and
-    counterfactual) does distillation close?"""
+    """The paper's claims per scenario (:func:`pipeline.evaluation.protocol.acceptance`), from each
+    method's ``eval/metrics.json``."""
+    from pipeline.evaluation.protocol import METRICS_JSON, acceptance
+
     summary = {}
     for scenario in config.scenarios:
         metrics = {}
         for method in ("erm", "reference", "distilled", "teacher"):
-            path = output / scenario / method / "eval" / "metrics.json"
+            path = output / scenario / method / "eval" / METRICS_JSON
             if path.is_file():
                 metrics[method] = json.loads(path.read_text())
-        if not {"erm", "reference"} <= set(metrics):
-            continue
-        erm_auc = metrics["erm"]["bias_inverted"]["auc"]
-        ref_auc = metrics["reference"]["bias_inverted"]["auc"]
-        entry = {
-            "erm_bias_inverted_auc": erm_auc,
-            "reference_bias_inverted_auc": ref_auc,
-            "erm_gap": ref_auc - erm_auc,
-            "erm_delta_tpr": metrics["erm"]["in_distribution"]["delta_tpr"],
-            "erm_delta_tpr_counterfactual": counterfactual_delta_tpr(metrics["erm"]),
-        }
-        if "distilled" in metrics:
-            dist_auc = metrics["distilled"]["bias_inverted"]["auc"]
-            entry.update(
-                distilled_bias_inverted_auc=dist_auc,
-                distilled_bias_free_auc=metrics["distilled"]["bias_free"]["auc"],
-                erm_bias_free_auc=metrics["erm"]["bias_free"]["auc"],
-                distilled_delta_tpr=metrics["distilled"]["in_distribution"]["delta_tpr"],
-                distilled_delta_tpr_counterfactual=counterfactual_delta_tpr(metrics["distilled"]),
-                gap_closed=(dist_auc - erm_auc) / entry["erm_gap"] if entry["erm_gap"] else None,
-            )
-        if "teacher" in metrics:
-            entry["teacher_bias_inverted_auc"] = metrics["teacher"]["bias_inverted"]["auc"]
-            entry["teacher_bias_free_auc"] = metrics["teacher"]["bias_free"]["auc"]
-        summary[scenario] = entry
+        entry = acceptance(metrics)
+        if entry is not None:
+            summary[scenario] = entry
     return summary
 
 

@@ -1,105 +1,53 @@
-"""Evaluate a trained network on the named test sets of a bundle (one MONAI evaluator each)."""
+"""The evaluate workflow's parts: a test set's data, and one MONAI evaluator per test set.
+
+``bundles/common/configs/evaluation.yaml`` declares the pieces (the dataset and loader factories,
+a ``SupervisedEvaluator`` partial, MONAI's ``CheckpointLoader``, :class:`PredictionWriter`);
+:class:`TestSetEvaluation` runs them on the protocol's test sets
+(:data:`pipeline.evaluation.protocol.TEST_SETS`) and hands the prediction files to the protocol,
+which computes every number once (:func:`pipeline.evaluation.protocol.write_results`).
+"""
 
 from __future__ import annotations
 
 import json
-import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-import torch
-from monai.data import DataLoader, Dataset
-from monai.engines import SupervisedEvaluator
-from monai.inferers import SimpleInferer
+from monai.data import Dataset
 from monai.transforms import Compose
 
 from pipeline.atomic import write_json
 from pipeline.engine.datalist import load_role
-from pipeline.engine.predictions import PredictionWriter
+from pipeline.evaluation import protocol
+from pipeline.evaluation.prediction_file import PredictionWriter, prediction_file_name
 from pipeline.transforms import ShortcutInjectiond
 
-TEST_SETS_FILE = "test_sets.json"
-DEFAULT_TEST_SETS = {
-    "in_distribution": {"role": "test", "mode": "as_trained"},
-    "bias_free": {"role": "test", "mode": "never"},
-    "bias_inverted": {"role": "test", "mode": "inverted"},
-    "cf_with": {"role": "test", "mode": "always"},
-}
 
-
-def evaluate_test_sets(
-    network: torch.nn.Module,
+def evaluation_dataset(
     datalist: str | Path,
+    role: str,
+    mode: str,
     preprocessing: Sequence,
     injection: Mapping,
-    output_dir: str | Path,
-    test_sets: Mapping[str, Mapping] | None = None,
     postprocessing: Sequence = (),
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-) -> dict[str, dict]:
-    """Run ``network`` on each test set and write ``predictions_<name>.csv`` and ``metrics.json``.
-
-    A test set is a datalist role seen through the shortcut injection in one mode, so one
-    datalist gives the in-distribution, bias-free, bias-inverted and counterfactual sets. For
-    pre-biased data (``injection["artifact"]`` None) a set is the role's matching group instead
-    (:meth:`ShortcutInjectiond.select`); counterfactual sets (mode "always") and sets left without
-    both classes are not possible there. ``test_sets.json`` records which sets were evaluated and
-    why the others were not.
+) -> Dataset:
+    """A datalist role seen through the shortcut injection in one mode (pre-biased data: the
+    role's items of that mode's group, :meth:`ShortcutInjectiond.select`).
 
     Args:
-        network: trained classifier returning logits (B, 2).
-        datalist: datalist JSON path.
         preprocessing: dictionary transforms applied before the injection (loading, scaling).
-        injection: keyword arguments of :class:`pipeline.transforms.ShortcutInjectiond` except
-            ``mode`` (keys, artifact, rates, seed...).
-        output_dir: folder for the prediction files and ``metrics.json``.
-        test_sets: ``{name: {"role": ..., "mode": ...}}``; defaults to :data:`DEFAULT_TEST_SETS`.
-            Roles absent from the datalist are skipped only when the role is ``test_ood``.
+        injection: keyword arguments of :class:`ShortcutInjectiond` except ``mode``.
         postprocessing: dictionary transforms applied after the injection (type conversion).
-        batch_size, num_workers, device, amp: evaluator settings.
-
-    Returns:
-        ``{test set name: summary metrics}`` as also written to ``metrics.json``.
     """
-    from pipeline.evaluation.metrics import UndefinedMetricWarning, load_predictions, summarize
-
-    output_dir = Path(output_dir)
-    test_sets = dict(DEFAULT_TEST_SETS if test_sets is None else test_sets)
-    available = _roles(datalist)
-    summaries: dict[str, dict] = {}
-    prebiased = injection.get("artifact") is None
-    not_possible: dict[str, str] = {}
-    for name, spec in test_sets.items():
-        role, mode = spec.get("role", "test"), spec.get("mode", "as_trained")
-        if role not in available and role == "test_ood":
-            continue
-        if prebiased:
-            reason = _prebiased_reason(datalist, role, mode, injection)
-            if reason:
-                not_possible[name] = reason
-                continue
-        csv_path = output_dir / f"predictions_{name}.csv"
-        predict_role(
-            network, datalist, role, preprocessing, {**dict(injection), "mode": mode}, csv_path,
-            postprocessing, batch_size, num_workers, device, amp,
-        )  # fmt: skip
-        with warnings.catch_warnings():
-            if mode in ("never", "always"):  # one artifact group is empty by design: ΔTPR/ΔFPR are NaN
-                warnings.simplefilter("ignore", UndefinedMetricWarning)
-            summaries[name] = summarize(load_predictions(csv_path))
-    write_json(
-        {"prebiased": prebiased, "evaluated": list(summaries), "not_possible": not_possible},
-        output_dir / TEST_SETS_FILE,
-    )
-    write_json(summaries, output_dir / "metrics.json")
-    return summaries
+    injection = ShortcutInjectiond(**{**dict(injection), "mode": mode})
+    items = injection.select(load_role(datalist, role))
+    return Dataset(items, Compose([*preprocessing, injection, *postprocessing]))
 
 
-def _prebiased_reason(datalist: str | Path, role: str, mode: str, injection: Mapping) -> str | None:
-    """Why a test set cannot be built from a pre-biased role's existing groups, or None."""
+def not_possible(datalist: str | Path, role: str, mode: str, injection: Mapping) -> str | None:
+    """Why a test set cannot be built from pre-biased data (``injection["artifact"]`` None), or None."""
+    if injection.get("artifact") is not None:
+        return None
     if mode == "always":
         return "no counterfactual pairs: the bias is baked into the images"
     items = ShortcutInjectiond(**{**dict(injection), "mode": mode}).select(load_role(datalist, role))
@@ -110,44 +58,72 @@ def _prebiased_reason(datalist: str | Path, role: str, mode: str, injection: Map
     return None
 
 
-def _roles(datalist: str | Path) -> set[str]:
-    with open(datalist) as handle:
-        return {k for k, v in json.load(handle).items() if isinstance(v, list)}
+class TestSetEvaluation:
+    """Evaluate a network on every test set: one evaluator each, then the protocol's numbers.
 
-
-def predict_role(
-    network: torch.nn.Module,
-    datalist: str | Path,
-    role: str,
-    preprocessing: Sequence,
-    injection: Mapping,
-    output_csv: str | Path,
-    postprocessing: Sequence = (),
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-) -> Path:
-    """Write ``network``'s per-sample predictions on one datalist role seen through one injection.
+    For each test set (``{name: {"role", "mode"}}``) it builds ``dataset(role=, mode=)``, wraps it
+    in ``dataloader(dataset)`` and runs ``evaluator(val_data_loader=, val_handlers=handlers +
+    [writer(filename=...)])``, which writes ``predictions_<name>.csv``. A set whose role is an
+    optional one (``test_ood``) absent from the datalist is skipped; for pre-biased data a set
+    the data does not allow is recorded in ``test_sets.json`` with the reason.
 
     Args:
-        injection: keyword arguments of :class:`pipeline.transforms.ShortcutInjectiond`, mode included;
-            for pre-biased data the role's items of that mode's group are predicted.
-        output_csv: CSV written by :class:`PredictionWriter` (id, label, bias, prob, pred).
-        other arguments: as :func:`evaluate_test_sets`.
+        test_sets: the sets to evaluate; default :func:`pipeline.evaluation.protocol.test_sets`.
+        dataset: ``(role=, mode=) -> Dataset`` (a `_mode_: callable` partial of :func:`evaluation_dataset`).
+        dataloader: ``(dataset) -> DataLoader``.
+        evaluator: ``(val_data_loader=, val_handlers=) -> SupervisedEvaluator``.
+        output_dir: the run's ``eval`` folder.
+        datalist: the datalist JSON (which roles exist).
+        injection: the injection's settings (pre-biased data: ``artifact`` None).
+        handlers: handlers of every evaluator (e.g. MONAI's ``CheckpointLoader``).
+        writer: ``(filename=) -> handler`` writing a prediction file.
     """
-    injection = ShortcutInjectiond(**dict(injection))
-    items = injection.select(load_role(datalist, role))
-    transform = Compose([*preprocessing, injection, *postprocessing])
-    loader = DataLoader(Dataset(items, transform), batch_size=batch_size, num_workers=num_workers)
-    evaluator = SupervisedEvaluator(
-        device=torch.device(device),
-        val_data_loader=loader,
-        network=network,
-        inferer=SimpleInferer(),
-        val_handlers=[PredictionWriter(output_csv)],
-        amp=amp,
-        decollate=False,
-    )
-    evaluator.run()
-    return Path(output_csv)
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        dataset: Callable[..., Dataset],
+        dataloader: Callable,
+        evaluator: Callable,
+        output_dir: str | Path,
+        datalist: str | Path,
+        injection: Mapping,
+        test_sets: Mapping[str, Mapping] | None = None,
+        handlers: Sequence = (),
+        writer: Callable = PredictionWriter,
+    ) -> None:
+        self.test_sets = dict(test_sets if test_sets is not None else protocol.named_test_sets())
+        self.dataset, self.dataloader, self.evaluator, self.writer = dataset, dataloader, evaluator, writer
+        self.output_dir, self.datalist, self.injection = Path(output_dir), datalist, injection
+        self.handlers = list(handlers)
+
+    def run(self) -> list[dict]:
+        """Evaluate every possible test set; write the prediction files, ``test_sets.json`` and
+        (:func:`pipeline.evaluation.protocol.write_results`) ``results.json`` and ``metrics.json``.
+
+        Returns:
+            The result rows.
+        """
+        with open(self.datalist) as handle:
+            roles = {k for k, v in json.load(handle).items() if isinstance(v, list)}
+        evaluated: dict[str, Path] = {}
+        skipped: dict[str, str] = {}
+        for name, spec in self.test_sets.items():
+            role, mode = spec.get("role", "test"), spec.get("mode", "as_trained")
+            if role not in roles and role in protocol.OPTIONAL_ROLES:
+                continue
+            reason = not_possible(self.datalist, role, mode, self.injection)
+            if reason:
+                skipped[name] = reason
+                continue
+            path = self.output_dir / prediction_file_name(name)
+            loader = self.dataloader(self.dataset(role=role, mode=mode))
+            self.evaluator(val_data_loader=loader, val_handlers=[*self.handlers, self.writer(filename=path)]).run()
+            evaluated[name] = path
+        prebiased = self.injection.get("artifact") is None
+        write_json(
+            {"prebiased": prebiased, "evaluated": list(evaluated), "not_possible": skipped},
+            self.output_dir / protocol.TEST_SETS_JSON,
+        )
+        return protocol.write_results(self.output_dir, evaluated)

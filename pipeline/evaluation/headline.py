@@ -3,6 +3,7 @@
 One row per method: AUC on the bias-free, bias-inverted, in-distribution and OOD test sets, ΔTPR
 on the in-distribution test and on the counterfactual pairs (TPR of every test positive with the
 artifact minus without), worst-group accuracy on the bias-inverted test and the flip rate.
+:func:`check_headline` compares a written ``headline.md`` with a (recomputed) results table.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Mapping
 import pandas as pd
 
 from pipeline.atomic import atomic_path
+from pipeline.evaluation.protocol import counterfactual_delta_tpr
 
 HEADLINE_MD = "headline.md"
 COLUMNS = (
@@ -36,6 +38,11 @@ def headline_rows(results: pd.DataFrame, scenario: str) -> dict[str, dict[str, f
         row = part[(part["method"] == method) & (part["test_set"] == test_set)]
         return float(row[column].iloc[0]) if len(row) and not pd.isna(row[column].iloc[0]) else math.nan
 
+    def counterfactual(method: str) -> float:
+        pair = {t: {"tpr_bias1": value(method, t, "tpr_bias1"), "tpr_bias0": value(method, t, "tpr_bias0")}
+                for t in ("cf_with", "cf_without")}  # fmt: skip
+        return counterfactual_delta_tpr(pair)
+
     rows = {}
     for method in dict.fromkeys(part["method"]):
         rows[method] = {
@@ -44,12 +51,15 @@ def headline_rows(results: pd.DataFrame, scenario: str) -> dict[str, dict[str, f
             "in-distribution AUC": value(method, "in_distribution", "auc"),
             "OOD AUC": value(method, "ood", "auc"),
             "ΔTPR": value(method, "in_distribution", "delta_tpr"),
-            "ΔTPR (counterfactual)": value(method, "cf_with", "tpr_bias1")
-            - value(method, "cf_without", "tpr_bias0"),
+            "ΔTPR (counterfactual)": counterfactual(method),
             "worst-group acc. (inverted)": value(method, "bias_inverted", "worst_group_accuracy"),
             "flip rate": value(method, "cf_with", "flip_rate"),
         }
     return rows
+
+
+def _cell_text(column: str, value: float) -> str:
+    return "n/a" if math.isnan(value) else (f"{value:.3f}" if "AUC" in column else f"{value:.2f}")
 
 
 def headline_markdown(results: pd.DataFrame, needs: Mapping[str, str] | None = None) -> str:
@@ -59,9 +69,7 @@ def headline_markdown(results: pd.DataFrame, needs: Mapping[str, str] | None = N
         lines += [f"### {scenario}", "", "| method | needs | " + " | ".join(COLUMNS) + " |",
                   "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |"]  # fmt: skip
         for method, row in headline_rows(results, scenario).items():
-            cells = [
-                "n/a" if math.isnan(v) else (f"{v:.3f}" if "AUC" in c else f"{v:.2f}") for c, v in row.items()
-            ]
+            cells = [_cell_text(column, v) for column, v in row.items()]
             lines.append(f"| {method} | {(needs or {}).get(method, '')} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -75,3 +83,30 @@ def write_headline(
     with atomic_path(path) as tmp:
         tmp.write_text(headline_markdown(results, needs), encoding="utf-8")
     return path
+
+
+def check_headline(text: str, results: pd.DataFrame) -> list[str]:
+    """Every cell of a ``headline.md`` text that differs from the table ``results`` gives (as
+    printed), and every method row missing or extra; empty when they agree."""
+    expected = {scenario: headline_rows(results, scenario) for scenario in dict.fromkeys(results["scenario"])}
+    mismatches, shown, scenario = [], set(), None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("### "):
+            scenario = line[4:].strip()
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] in ("method", "---"):
+            continue
+        method, values = cells[0], cells[2:]
+        rows = expected.get(scenario, {})
+        if method not in rows or len(values) != len(COLUMNS):
+            mismatches.append(f"{HEADLINE_MD} line {number}: row {line.strip()!r} is not a method of {scenario!r} in results.csv")
+            continue
+        shown.add((scenario, method))
+        for column, cell in zip(COLUMNS, values):
+            want = _cell_text(column, rows[method][column])
+            if cell != want:
+                mismatches.append(f"{HEADLINE_MD} line {number} ({scenario}/{method}) {column!r}: shows {cell!r}, recomputed {want!r}")
+    for scenario, rows in expected.items():
+        mismatches += [f"{HEADLINE_MD}: no row for ({scenario}, {m})" for m in rows if (scenario, m) not in shown]
+    return mismatches

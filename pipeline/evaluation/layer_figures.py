@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pipeline.atomic import write_csv
-from pipeline.evaluation.report import save_figure
+from pipeline.evaluation.figures import save_figure
 
 # the files of a layer analysis folder
 LAYERS_CSV, DEPTH_CSV, CURVES_PNG = "layers.csv", "prediction_depth.csv", "layer_curves.png"

@@ -1,133 +1,28 @@
-"""Shortcut-reliance metrics computed from per-sample prediction files.
+"""The metric library: shortcut-reliance metrics of labels, predictions and bias flags.
 
-A prediction file (one per model and test set) is a CSV with the columns ``id`` (str),
-``label`` (0/1), ``bias`` (0/1: the artifact is present in this image), ``prob`` (model
-probability of class 1), optionally ``pred`` (0/1; otherwise ``prob >= threshold``) and any
-extra group columns, which are kept as text. Every function here is pure: inputs are never
-modified. AUC and calibration reuse :func:`monai.metrics.compute_roc_auc` and
+Every function takes arrays (the columns of a prediction file, :mod:`pipeline.evaluation.prediction_file`)
+and is pure: inputs are never modified. Which metrics a test set gets, and on which files, is
+the protocol's (:mod:`pipeline.evaluation.protocol`). AUC and calibration reuse :func:`monai.metrics.compute_roc_auc` and
 :class:`monai.metrics.CalibrationErrorMetric`.
 """
 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from monai.metrics import CalibrationErrorMetric, compute_roc_auc
 
-REQUIRED_COLUMNS = ("id", "label", "bias", "prob")
-BINARY_COLUMNS = ("label", "bias", "pred")
+from pipeline.networks.arguments import check_positive_int
 
 
 class UndefinedMetricWarning(UserWarning):
     """A metric is undefined for this data (e.g. a TPR for a group without positives) and is NaN."""
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def _bad_values_message(source: str, column: str, values: pd.Series, mask: np.ndarray, allowed: str) -> str:
-    rows = np.flatnonzero(mask)
-    shown = ", ".join(f"{values.iloc[r]!r} (data row {r + 1})" for r in rows[:5])
-    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-    return f"{source}: column {column!r} must be {allowed}; found {shown}{more}"
-
-
-def validate_predictions(df: pd.DataFrame, source: str = "predictions") -> pd.DataFrame:
-    """Check a prediction table and return a typed copy.
-
-    Args:
-        df: table with the columns ``id``, ``label``, ``bias``, ``prob`` and optionally ``pred``
-            plus extra group columns (kept unchanged).
-        source: name used in error messages (the file path when loading).
-
-    Returns:
-        A copy with ``id`` as str, ``label``/``bias``/``pred`` as int64 and ``prob`` as float64.
-
-    Raises:
-        ValueError: a required column is missing, the table is empty, ids repeat, ``label``,
-            ``bias`` or ``pred`` is not 0/1, or ``prob`` is not a number in [0, 1].
-    """
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{source}: missing column(s) {missing}; required {list(REQUIRED_COLUMNS)}, found {list(df.columns)}"
-        )
-    if len(df) == 0:
-        raise ValueError(f"{source}: has no rows")
-    out = df.reset_index(drop=True).copy()
-    ids = out["id"]
-    id_missing = ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy()
-    if id_missing.any():
-        raise ValueError(_bad_values_message(source, "id", ids, id_missing, "a non-empty identifier"))
-    out["id"] = ids.astype(str)
-    repeated = out["id"].duplicated(keep=False).to_numpy()
-    if repeated.any():
-        raise ValueError(_bad_values_message(source, "id", out["id"], repeated, "unique within a file"))
-    for column in BINARY_COLUMNS:
-        if column not in out.columns:
-            continue
-        numeric = pd.to_numeric(out[column], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isin(numeric, (0.0, 1.0))
-        if bad.any():
-            raise ValueError(_bad_values_message(source, column, out[column], bad, "0 or 1"))
-        out[column] = numeric.astype(np.int64)
-    prob = pd.to_numeric(out["prob"], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(prob) | (prob < 0.0) | (prob > 1.0)
-    if bad.any():
-        raise ValueError(_bad_values_message(source, "prob", out["prob"], bad, "a number in [0, 1]"))
-    out["prob"] = prob
-    return out
-
-
-def load_predictions(path: str | Path) -> pd.DataFrame:
-    """Read and validate one per-sample prediction CSV.
-
-    Args:
-        path: CSV file with the columns described in the module docstring.
-
-    Returns:
-        The validated, typed table (see :func:`validate_predictions`).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is empty or malformed; the message names the file, the column and
-            the offending values with their row numbers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prediction file {str(path)!r} does not exist")
-    try:
-        # Everything as text first so that ids like "007" or "NA" survive and bad cells can be shown.
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError as err:
-        raise ValueError(f"prediction file {str(path)!r}: is empty (no header)") from err
-    return validate_predictions(raw, source=f"prediction file {str(path)!r}")
-
-
-def predicted_labels(df: pd.DataFrame, threshold: float = 0.5) -> np.ndarray:
-    """The predicted class per row: the ``pred`` column if present, else ``prob >= threshold``.
-
-    Raises:
-        ValueError: ``threshold`` is not in [0, 1].
-    """
-    _check_unit_interval("threshold", threshold)
-    if "pred" in df.columns:
-        return df["pred"].to_numpy(dtype=np.int64)
-    return (df["prob"].to_numpy(dtype=float) >= threshold).astype(np.int64)
-
-
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_unit_interval(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float, np.floating)) and 0.0 <= float(value) <= 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 def _binary_array(name: str, values) -> np.ndarray:
@@ -153,11 +48,6 @@ def _same_length(**arrays: np.ndarray) -> None:
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"arrays must have the same length, got {lengths}")
-
-
-def _positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- ranking
@@ -247,7 +137,7 @@ def auc_with_ci(
     Raises:
         ValueError: bad labels/probs, ``n_boot`` not a positive integer or ``level`` not in (0, 1).
     """
-    _positive_int("n_boot", n_boot)
+    check_positive_int(n_boot, "n_boot")
     if not (isinstance(level, float) and 0.0 < level < 1.0):
         raise ValueError(f"level must be a float in (0, 1), got {level!r}")
     labels, probs = _binary_array("labels", labels), _prob_array("probs", probs)
@@ -452,33 +342,6 @@ def worst_group_accuracy(labels, preds, bias) -> float:
     return min(accuracies.values())
 
 
-def flip_rate(with_artifact: pd.DataFrame, without_artifact: pd.DataFrame, threshold: float = 0.5) -> float:
-    """Share of ids whose predicted class changes between the counterfactual pair of files.
-
-    Args:
-        with_artifact: predictions on the images with the artifact always on (``cf_with``).
-        without_artifact: predictions on the same images with the artifact always off (``cf_without``).
-        threshold: used for a file without a ``pred`` column.
-
-    Raises:
-        ValueError: a table is invalid (see :func:`validate_predictions`), the two tables do not
-            hold exactly the same ids, or ``threshold`` is not in [0, 1].
-    """
-    with_artifact = validate_predictions(with_artifact, source="cf_with predictions")
-    without_artifact = validate_predictions(without_artifact, source="cf_without predictions")
-    ids_with, ids_without = set(with_artifact["id"]), set(without_artifact["id"])
-    if ids_with != ids_without:
-        only_with = sorted(ids_with - ids_without)[:5]
-        only_without = sorted(ids_without - ids_with)[:5]
-        raise ValueError(
-            "flip_rate needs the same unique ids in cf_with and cf_without; "
-            f"only in cf_with: {only_with}, only in cf_without: {only_without}"
-        )
-    pred_with = pd.Series(predicted_labels(with_artifact, threshold), index=with_artifact["id"])
-    pred_without = pd.Series(predicted_labels(without_artifact, threshold), index=without_artifact["id"])
-    return float(np.mean(pred_with.to_numpy() != pred_without.loc[pred_with.index].to_numpy()))
-
-
 def expected_calibration_error(labels, probs, n_bins: int = 10) -> float:
     """ECE of the class-1 probability over ``n_bins`` equal-width bins of [0, 1].
 
@@ -488,7 +351,7 @@ def expected_calibration_error(labels, probs, n_bins: int = 10) -> float:
     Raises:
         ValueError: bad labels/probs, different lengths, or ``n_bins`` not a positive integer.
     """
-    _positive_int("n_bins", n_bins)
+    check_positive_int(n_bins, "n_bins")
     labels, probs = _binary_array("labels", labels), _prob_array("probs", probs)
     _same_length(labels=labels, probs=probs)
     metric = CalibrationErrorMetric(num_bins=n_bins, calibration_reduction="expected", metric_reduction="mean")
@@ -496,87 +359,3 @@ def expected_calibration_error(labels, probs, n_bins: int = 10) -> float:
     y_pred = torch.tensor(probs, dtype=torch.float32).reshape(1, 1, -1)
     y = torch.tensor(labels, dtype=torch.float32).reshape(1, 1, -1)
     return float(metric(y_pred=y_pred, y=y).item())
-
-
-# ----------------------------------------------------------------------------- summary
-
-METRIC_COLUMNS = (
-    "n",
-    "n_positive",
-    "n_negative",
-    "n_bias",
-    "auc",
-    "auc_low",
-    "auc_high",
-    "accuracy",
-    "tpr",
-    "fpr",
-    "tpr_bias0",
-    "tpr_bias1",
-    "fpr_bias0",
-    "fpr_bias1",
-    "delta_tpr",
-    "delta_fpr",
-    "acc_label0_bias0",
-    "acc_label0_bias1",
-    "acc_label1_bias0",
-    "acc_label1_bias1",
-    "worst_group_accuracy",
-    "ece",
-)
-"""Keys of :func:`summarize`, in order."""
-
-
-def summarize(
-    df: pd.DataFrame,
-    threshold: float = 0.5,
-    n_boot: int = 1000,
-    seed: int = 0,
-    n_bins: int = 10,
-    stratified: bool = True,
-) -> dict[str, float]:
-    """Every single-file metric of one prediction table, as a flat dict (keys: :data:`METRIC_COLUMNS`).
-
-    Undefined values (e.g. ΔTPR on a test set without artifacts) are NaN; the group-wise TPR/FPR
-    and the accuracy of an empty label x bias group are NaN without a warning.
-
-    Args:
-        df: prediction table (validated here; see :func:`validate_predictions`).
-        threshold: class-1 threshold on ``prob`` when there is no ``pred`` column.
-        n_boot: bootstrap resamples for the AUC interval.
-        seed: bootstrap seed.
-        n_bins: equal-width bins for the ECE.
-        stratified: stratified (by label) bootstrap.
-
-    Raises:
-        ValueError: invalid table or parameters.
-    """
-    df = validate_predictions(df)
-    labels, bias, probs = df["label"].to_numpy(), df["bias"].to_numpy(), df["prob"].to_numpy()
-    preds = predicted_labels(df, threshold)
-    point, low, high = auc_with_ci(labels, probs, n_boot=n_boot, seed=seed, stratified=stratified)
-    by_bias = rates_by_group(labels, preds, bias).reindex([0, 1])
-    overall = rates_by_group(labels, preds, np.zeros_like(labels)).iloc[0]
-    accuracies = group_accuracies(labels, preds, bias)
-    summary = {
-        "n": len(df),
-        "n_positive": int(labels.sum()),
-        "n_negative": int(len(labels) - labels.sum()),
-        "n_bias": int(bias.sum()),
-        "auc": point,
-        "auc_low": low,
-        "auc_high": high,
-        "accuracy": accuracy(labels, preds),
-        "tpr": float(overall["tpr"]),
-        "fpr": float(overall["fpr"]),
-        "tpr_bias0": float(by_bias.loc[0, "tpr"]),
-        "tpr_bias1": float(by_bias.loc[1, "tpr"]),
-        "fpr_bias0": float(by_bias.loc[0, "fpr"]),
-        "fpr_bias1": float(by_bias.loc[1, "fpr"]),
-        "delta_tpr": delta_tpr(labels, preds, bias),
-        "delta_fpr": delta_fpr(labels, preds, bias),
-        **{f"acc_label{y}_bias{b}": accuracies.get((y, b), float("nan")) for y in (0, 1) for b in (0, 1)},
-        "worst_group_accuracy": min(accuracies.values()),
-        "ece": expected_calibration_error(labels, probs, n_bins=n_bins),
-    }
-    return {key: summary[key] for key in METRIC_COLUMNS}

@@ -27,7 +27,7 @@ from monai.visualize import GradCAM, OcclusionSensitivity
 from torch import nn
 
 from pipeline.atomic import atomic_path
-from pipeline.evaluation.report import save_figure
+from pipeline.evaluation.figures import save_figure
 
 SALIENCY_METHODS = ("gradcam", "occlusion")
 SALIENCY_FILE = "saliency.npz"

@@ -1,8 +1,7 @@
 """Just Train Twice (Liu et al., ICML 2021): upweight the samples an early ERM model gets wrong.
 
 Step 1 trains ERM for a few epochs and saves per-sample predictions; :func:`jtt_error_ids`
-reads them; step 2 retrains on :func:`jtt_upsampled_datalist` (or with
-:func:`jtt_sample_weights` in a ``WeightedRandomSampler``). No bias labels are needed.
+reads them; step 2 retrains on :func:`jtt_upsampled_datalist`. No bias labels are needed.
 Ids are compared as strings, so ``7`` in a CSV matches ``"7"`` in a datalist.
 """
 
@@ -14,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["jtt_error_ids", "jtt_sample_weights", "jtt_upsampled_datalist"]
+__all__ = ["jtt_error_ids", "jtt_upsampled_datalist"]
 
 
 def jtt_error_ids(
@@ -103,23 +102,3 @@ def jtt_upsampled_datalist(
     flags = _error_flags(items, error_ids, id_key)
     return [dict(item) for item, err in zip(items, flags) for _ in range(int(upweight) if err else 1)]
 
-
-def jtt_sample_weights(
-    items: Sequence[Mapping], error_ids: Iterable, upweight: float, id_key: str = "id"
-) -> list[float]:
-    """Per-item sampling weight: ``upweight`` for the error set, 1 otherwise.
-
-    Pass to ``torch.utils.data.WeightedRandomSampler`` instead of repeating items.
-
-    Args:
-        items: training datalist.
-        error_ids: ids of the error set.
-        upweight: lambda_up, a number > 0.
-        id_key: key of the sample id in each item.
-
-    Raises:
-        ValueError: for ``upweight`` not finite and positive, a missing/duplicate id, or an unknown error id.
-    """
-    if not 0 < upweight < float("inf"):
-        raise ValueError(f"upweight must be a finite positive number, got {upweight}.")
-    return [float(upweight) if err else 1.0 for err in _error_flags(items, error_ids, id_key)]

@@ -17,7 +17,7 @@ from simba_layout import write_dataset
 from data_prep.cli import main as data_prep_main
 from pipeline.bundles import config_files
 from pipeline.engine.datalist import load_role
-from pipeline.evaluation.report import verify_report
+from pipeline.evaluation.verification import verify_report
 from pipeline.experiment import METHODS, ExperimentConfig, run_experiment, run_settings
 from pipeline.transforms.injection import prebiased_items
 

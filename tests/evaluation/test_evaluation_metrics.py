@@ -1,4 +1,5 @@
-"""Metrics against hand-computable cases, independent reference formulas and bad input."""
+"""Metrics, prediction files and the protocol's summary against hand-computable cases, independent
+reference formulas and bad input."""
 
 import warnings
 
@@ -7,6 +8,8 @@ import pandas as pd
 import pytest
 
 from pipeline.evaluation import metrics as m
+from pipeline.evaluation import prediction_file as pf
+from pipeline.evaluation import protocol
 
 
 def _pairwise_auc(labels, probs):
@@ -155,16 +158,16 @@ def test_flip_rate_on_constructed_pairs_in_any_order():
                                   "prob": [0.9, 0.8, 0.8, 0.2]})
     without = pd.DataFrame({"id": ["d", "c", "b", "a"], "label": [0, 1, 0, 1], "bias": 0,
                             "prob": [0.1, 0.6, 0.3, 0.95]})
-    assert m.flip_rate(with_artifact, without) == 0.25  # only "b" changes class
-    assert m.flip_rate(with_artifact, without, threshold=0.75) == 0.5  # "a" stays 1, "b" and "c" flip
-    assert m.flip_rate(with_artifact, with_artifact) == 0.0
+    assert protocol.flip_rate(with_artifact, without) == 0.25  # only "b" changes class
+    assert protocol.flip_rate(with_artifact, without, threshold=0.75) == 0.5  # "a" stays 1, "b" and "c" flip
+    assert protocol.flip_rate(with_artifact, with_artifact) == 0.0
 
 
 def test_flip_rate_rejects_mismatched_ids():
     first = _frame([0, 1, 1], [0.1, 0.9, 0.8])
     second = first.assign(id=["s0", "s1", "other"])
     with pytest.raises(ValueError, match=r"only in cf_with: \['s2'\].*only in cf_without: \['other'\]"):
-        m.flip_rate(first, second)
+        protocol.flip_rate(first, second)
 
 
 def test_ece_zero_for_calibrated_bins_and_known_when_not():
@@ -193,7 +196,7 @@ def test_ece_matches_equal_width_definition():
 def test_load_predictions_types_and_keeps_ids_as_text(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("id,label,bias,prob,site\n007,1,0,0.8,A\nNA,0,1,0.3,B\n")
-    df = m.load_predictions(path)
+    df = pf.load_predictions(path)
     assert df["id"].tolist() == ["007", "NA"]
     assert df["label"].dtype == np.int64 and df["prob"].dtype == np.float64
     assert df["site"].tolist() == ["A", "B"]
@@ -217,21 +220,21 @@ def test_load_predictions_errors_name_file_and_column(tmp_path, content, pattern
     path = tmp_path / "bad_preds.csv"
     path.write_text(content)
     with pytest.raises(ValueError, match=pattern) as info:
-        m.load_predictions(path)
+        pf.load_predictions(path)
     assert "bad_preds.csv" in str(info.value)
 
 
 def test_load_predictions_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
-        m.load_predictions(tmp_path / "nowhere.csv")
+        pf.load_predictions(tmp_path / "nowhere.csv")
 
 
 def test_pred_column_overrides_threshold():
-    df = m.validate_predictions(_frame([1, 0], [0.9, 0.1], pred=[0, 1]))
-    assert m.predicted_labels(df).tolist() == [0, 1]
-    assert m.predicted_labels(df.drop(columns="pred"), threshold=0.95).tolist() == [0, 0]
+    df = pf.validate_predictions(_frame([1, 0], [0.9, 0.1], pred=[0, 1]))
+    assert pf.predicted_labels(df).tolist() == [0, 1]
+    assert pf.predicted_labels(df.drop(columns="pred"), threshold=0.95).tolist() == [0, 0]
     with pytest.raises(ValueError, match="threshold"):
-        m.predicted_labels(df, threshold=2)
+        pf.predicted_labels(df, threshold=2)
 
 
 def test_summarize_is_flat_consistent_deterministic_and_pure():
@@ -240,20 +243,20 @@ def test_summarize_is_flat_consistent_deterministic_and_pure():
     labels, bias = rng.integers(0, 2, n), rng.integers(0, 2, n)
     df = _frame(labels, np.clip(0.2 + 0.4 * labels + 0.3 * bias * rng.random(n), 0, 1), bias=bias)
     before = df.copy()
-    summary = m.summarize(df, n_boot=100, seed=1)
+    summary = protocol.summarize(df, n_boot=100, seed=1)
     pd.testing.assert_frame_equal(df, before)
-    assert tuple(summary) == m.METRIC_COLUMNS
+    assert tuple(summary) == protocol.METRIC_COLUMNS
     preds = (df["prob"] >= 0.5).astype(int)
     assert summary["n"] == n and summary["n_bias"] == bias.sum()
     assert summary["auc"] == pytest.approx(_pairwise_auc(labels, df["prob"]))
     assert summary["delta_tpr"] == pytest.approx(summary["tpr_bias1"] - summary["tpr_bias0"])
     assert summary["worst_group_accuracy"] == m.worst_group_accuracy(labels, preds, bias)
-    assert summary == m.summarize(df, n_boot=100, seed=1)
+    assert summary == protocol.summarize(df, n_boot=100, seed=1)
 
 
 def test_summarize_on_bias_free_set_marks_gaps_undefined():
     df = _frame([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.9])  # no artifact anywhere
     with pytest.warns(m.UndefinedMetricWarning):
-        summary = m.summarize(df, n_boot=20)
+        summary = protocol.summarize(df, n_boot=20)
     assert np.isnan(summary["delta_tpr"]) and np.isnan(summary["tpr_bias1"])
     assert summary["tpr_bias0"] == 1.0 and summary["worst_group_accuracy"] == 1.0

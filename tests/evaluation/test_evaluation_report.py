@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from pipeline.evaluation import metrics
-from pipeline.evaluation.report import build_report, load_results, recompute_results, verify_report
+from pipeline.evaluation.report import build_report, load_results
+from pipeline.evaluation.verification import recompute_results, verify_report
 
 N = 40
 TEST_SETS = ("in_distribution", "bias_free", "bias_inverted", "cf_with", "cf_without")
@@ -204,3 +205,23 @@ def test_bad_prediction_file_and_extra_figure_are_named(tmp_path):
     pd.read_csv(runs[0]["predictions"]).assign(label=3).to_csv(runs[0]["predictions"], index=False)
     with pytest.raises(ValueError, match=r"in_distribution.csv.*column 'label'"):
         build_report(runs, tmp_path / "report", n_boot=10)
+
+
+def test_tampered_headline_table_is_named(report):
+    from pipeline.evaluation.headline import write_headline
+
+    out_dir, _, _ = report
+    path = write_headline(load_results(out_dir), out_dir, {"erm": "-"})
+    assert _verify(out_dir) == []
+    lines = path.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("| reference |"))
+    cells = lines[row].split("|")
+    assert cells[4].strip() == "1.000"  # bias-inverted AUC
+    cells[4] = " 0.950 "
+    lines[row] = "|".join(cells)
+    path.write_text("\n".join(line for line in lines if not line.startswith("| erm |")) + "\n")
+    problems = _verify(out_dir)
+    assert len(problems) == 2
+    assert "headline.md" in problems[0] and "(patch/reference) 'bias-inverted AUC'" in problems[0]
+    assert "'0.950'" in problems[0] and "'1.000'" in problems[0]
+    assert problems[1] == "headline.md: no row for (patch, erm)"

@@ -40,3 +40,12 @@ def test_markdown_shows_needs_and_missing_sets():
     text = headline_markdown(_results(), {"distilled": "the teacher"})
     line = next(row for row in text.splitlines() if row.startswith("| distilled"))
     assert "| the teacher | 0.900 | 0.400 | 1.050 | n/a | 0.50 | 0.40 |" in line
+
+
+def test_counterfactual_delta_tpr_is_the_protocol_s():
+    from pipeline.evaluation.protocol import counterfactual_delta_tpr
+
+    rows = headline_rows(_results(), "s")
+    assert rows["erm"]["ΔTPR (counterfactual)"] == pytest.approx(
+        counterfactual_delta_tpr({"cf_with": {"tpr_bias1": 0.9}, "cf_without": {"tpr_bias0": 0.4}})
+    )

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from pipeline.evaluation.report import verify_report
+from pipeline.evaluation.protocol import counterfactual_delta_tpr
+from pipeline.evaluation.verification import verify_report
 from pipeline.experiment import (
     MARKER,
     ExperimentConfig,
-    counterfactual_delta_tpr,
     fresh_output,
     main,
     ordered_methods,

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pipeline.mitigation import jtt_error_ids, jtt_sample_weights, jtt_upsampled_datalist
+from pipeline.mitigation import jtt_error_ids, jtt_upsampled_datalist
 
 ITEMS = [{"id": f"00{i}", "image": f"img{i}.png", "label": i % 2} for i in range(6)]
 
@@ -46,13 +46,6 @@ def test_upsampled_datalist_repeats_exactly_the_error_set():
     assert ITEMS == before
     out[0]["label"] = 9
     assert ITEMS[0]["label"] == 0
-
-
-def test_sample_weights_upweight_exactly_the_error_set():
-    weights = jtt_sample_weights(ITEMS, {"003"}, upweight=20.0)
-    assert weights == [1.0, 1.0, 1.0, 20.0, 1.0, 1.0]
-    int_ids = [{"id": 7}, {"id": 8}]
-    assert jtt_sample_weights(int_ids, ["8"], upweight=3) == [1.0, 3.0]  # ids compared as strings
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,67 @@
+"""The protocol: one definition of the test sets; a run's numbers computed once, equal to a recomputation."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.evaluation import protocol
+from pipeline.evaluation.metrics import UndefinedMetricWarning
+
+
+def _write(folder, name, bias, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.tile([0, 1], 20)
+    frame = pd.DataFrame({"id": [f"c{i}" for i in range(40)], "label": labels, "bias": bias(labels),
+                          "prob": np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.2, 40), 0, 1)})  # fmt: skip
+    frame.to_csv(folder / f"predictions_{name}.csv", index=False)
+    return folder / f"predictions_{name}.csv"
+
+
+def test_named_test_sets_read_the_test_role_from_the_setting():
+    sets = protocol.named_test_sets("holdout")
+    assert list(sets) == ["in_distribution", "bias_free", "bias_inverted", "cf_with", "ood"]
+    assert sets["bias_inverted"] == {"role": "holdout", "mode": "inverted"}
+    assert sets["ood"] == {"role": "test_ood", "mode": "as_trained"}
+
+
+def test_written_results_equal_a_recomputation_from_the_files(tmp_path):
+    files = {
+        "in_distribution": _write(tmp_path, "in_distribution", lambda y: y, 0),
+        "bias_free": _write(tmp_path, "bias_free", np.zeros_like, 1),
+        "cf_with": _write(tmp_path, "cf_with", np.ones_like, 2),
+    }
+    rows = protocol.write_results(tmp_path, files)
+    assert [row["test_set"] for row in rows] == ["in_distribution", "bias_free", "cf_with", "cf_without"]
+    assert rows[3]["predictions"] == "predictions_bias_free.csv" and rows[2]["pair_predictions"] == rows[3]["predictions"]
+    assert rows[2]["flip_rate"] == rows[3]["flip_rate"] and not np.isnan(rows[2]["flip_rate"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics) == list(files) and tuple(metrics["bias_free"]) == protocol.METRIC_COLUMNS
+    runs = [{"scenario": "s", "method": "m", "test_set": r["test_set"], "predictions": r["predictions"]} for r in rows]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        recomputed = protocol.results_table(runs, tmp_path)
+    read = protocol.results_frame({"scenario": "s", "method": "m", **r} for r in protocol.read_results(tmp_path))
+    for column in protocol.NUMBER_COLUMNS:
+        np.testing.assert_array_equal(read[column].to_numpy(float), recomputed[column].to_numpy(float))
+    assert read["predictions"].iloc[0] == str(tmp_path.absolute() / "predictions_in_distribution.csv")
+
+
+def test_read_results_without_an_evaluation_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.json does not exist: run the bundle's evaluate workflow"):
+        protocol.read_results(tmp_path)
+
+
+def test_gap_closed_and_acceptance():
+    assert protocol.gap_closed(0.2, 0.9, 0.8) == pytest.approx(6 / 7)
+    assert protocol.gap_closed(0.5, 0.5, 0.8) is None
+    sets = {"bias_inverted": {"auc": 0.3}, "bias_free": {"auc": 0.8, "tpr_bias0": 0.5},
+            "in_distribution": {"delta_tpr": 0.4}, "cf_with": {"tpr_bias1": 0.9}}  # fmt: skip
+    reference = {**sets, "bias_inverted": {"auc": 0.9}}
+    distilled = {**sets, "bias_inverted": {"auc": 0.75}}
+    assert protocol.acceptance({"erm": sets}) is None
+    entry = protocol.acceptance({"erm": sets, "reference": reference, "distilled": distilled})
+    assert entry["erm_gap"] == pytest.approx(0.6) and entry["gap_closed"] == pytest.approx(0.75)
+    assert entry["erm_delta_tpr_counterfactual"] == pytest.approx(0.4)
