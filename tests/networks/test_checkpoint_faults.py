@@ -80,3 +80,18 @@ def test_teacher_bundle_refuses_a_foreign_init_checkpoint(tiny_datalist_2d, tmp_
     cause = info.value.__cause__
     assert isinstance(cause, ValueError) and str(path) in str(cause) and "at least 50%" in str(cause)
     assert not (tmp_path / "runs" / "teacher" / "models" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("workflow", ["evaluate", "inference"])
+def test_evaluate_and_inference_name_a_damaged_checkpoint(tiny_datalist_2d, tmp_path, workflow):
+    from pipeline.bundles import run_bundle
+
+    path = tmp_path / "model.pt"
+    torch.save(build_network("small_cnn", 2, 1, 2).state_dict(), path)
+    _truncated(path)
+    settings = tiny_settings(tiny_datalist_2d, tmp_path / "runs", size=16, checkpoint=str(path))
+    with pytest.raises(RuntimeError) as info:
+        run_bundle("baseline", workflow, settings=settings)
+    cause = info.value.__cause__
+    assert isinstance(cause, ValueError) and str(path) in str(cause) and "corrupt, truncated" in str(cause)
+    assert not (tmp_path / "runs" / "baseline" / "eval").exists()
