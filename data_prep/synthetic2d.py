@@ -34,9 +34,13 @@ FLAVOURS: dict[str, tuple[type, Callable, int]] = {
     "thorax": (ThoraxDomain, draw_thorax, 1),
     "dermoscopy": (DermoscopyDomain, draw_dermoscopy, 3),
 }
-# Default OOD shift: multiplicative for these fields, per flavour.
+# Default OOD shift: multiplicative for these fields, per flavour. Thorax: another site with 25%
+# more pixel noise, 8% less contrast and 50% more positioning variation. The earlier shift
+# (contrast x0.75, noise x1.5, pose x2) lifted the dark lung fields by more than the finding's
+# amplitude, so every image looked positive to the bias-free reference (AUC 0.500); measured with
+# benchmarks/scenario_validity.py (docs/data.md, "The OOD site").
 OOD_SHIFT = {
-    "thorax": {"noise_std": 1.5, "contrast": 0.75, "pose_jitter": 2.0},
+    "thorax": {"noise_std": 1.25, "contrast": 0.92, "pose_jitter": 1.5},
     "dermoscopy": {"noise_std": 2.0, "contrast": 0.8, "hair": 2.0},
 }
 
