@@ -87,7 +87,9 @@ def test_other_formats_round_trip(tmp_path, image_format, flavour, shape, value_
 def test_ood_domain_is_shifted():
     domain = synthetic2d.make_domain("thorax", {"noise_std": 0.1})
     shifted = synthetic2d.default_ood_domain("thorax", domain)
-    assert shifted.noise_std == pytest.approx(0.15) and shifted.contrast < 1 and shifted.opacity_amplitude == 0.06
+    factors = synthetic2d.OOD_SHIFT["thorax"]
+    assert shifted.noise_std == pytest.approx(0.1 * factors["noise_std"]) and shifted.noise_std > 0.1
+    assert shifted.contrast < 1 and shifted.pose_jitter > 1 and shifted.opacity_amplitude == 0.06
 
 
 def test_existing_output_is_not_overwritten(thorax_set):
