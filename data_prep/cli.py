@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen3d.add_argument("--param", type=_key_value, action="append", default=[], metavar="NAME=VALUE",
                        help="effect parameter, repeatable (see below), e.g. disease_scale_mm=4")
     gen3d.add_argument("--workers", type=int, default=1, help="processes drawing volumes (default 1)")
+    gen3d.add_argument("--ood-size", type=int, default=0, help="number of test_ood volumes (another site)")
+    gen3d.add_argument("--ood-site", type=_key_value, action="append", default=None, metavar="NAME=VALUE",
+                       help=f"the other site's values of {list(simba3d.SITE_FIELDS)} (default {simba3d.DEFAULT_OOD_SITE})")
 
     chex = sources.add_parser("chexpert", help="read CheXpert (train.csv/valid.csv)",
                               description="CheXpert to datalist with patient-level splits.")
@@ -142,7 +145,8 @@ def run(args: argparse.Namespace):
         )
     if args.source == "simba3d":
         return simba3d.generate(args.out, n=args.n, size=args.size, positive_fraction=args.positive_fraction,
-                                workers=args.workers, **common, **dict(args.param))
+                                workers=args.workers, ood_size=args.ood_size,
+                                ood_site=dict(args.ood_site) if args.ood_site else None, **common, **dict(args.param))
     if args.source == "chexpert":
         return chexpert.prepare(args.root, args.out, finding=args.finding, uncertain=args.uncertain,
                                 frontal_only=args.frontal_only, valid_role=args.valid_role,

@@ -37,6 +37,16 @@ def test_synthetic2d_options_reach_the_generator(tmp_path):
     assert {i["id"] for i in content["teacher"]} <= {i["id"] for i in content["train"]}
 
 
+def test_simba3d_ood_options_reach_the_generator(tmp_path):
+    out = tmp_path / "gen3d"
+    code = main(["simba3d", "--out", str(out), "--n", "8", "--size", "16", "--teacher-size", "1",
+                 "--ood-size", "2", "--ood-site", "intensity_gain=0.8", "--no-progress"])
+    assert code == 0
+    content = json.loads((out / "datalist.json").read_text())
+    assert len(content["test_ood"]) == 2
+    assert content["metadata"]["parameters"]["ood_effects"]["intensity_gain"] == 0.8
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--teacher-size", "1.5"], "teacher_size"),
     (["--param", "noflag"], "NAME=VALUE"),
