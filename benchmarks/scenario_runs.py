@@ -105,8 +105,25 @@ def markdown_table(table: pd.DataFrame) -> list[str]:
     return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
 
 
+# where the shortcut lives, per stage: counterfactual KL and the share of bias-carrying samples
+# whose prediction is decided by each stage (prediction depth)
+LAYER_METRICS = ("counterfactual_kl", "decided_bias1", "probe_auc_bias")
+
+
+def layer_figure(table: pd.DataFrame, output: Path, out_png: Path) -> Path | None:
+    """The runs' layer analyses side by side, one column per scenario (None with fewer than two)."""
+    from pipeline.evaluation.layer_figures import LAYERS_CSV, plot_layer_curves
+
+    tables = {}
+    for row in table.itertuples(index=False):
+        path = output / row.run / "report" / "layers" / row.scenario / LAYERS_CSV
+        if path.is_file():
+            tables[f"{row.scenario} ({row.run})" if row.run != row.scenario else row.scenario] = pd.read_csv(path)
+    return plot_layer_curves(tables, out_png, metrics=LAYER_METRICS) if len(tables) >= 2 else None
+
+
 def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
-    """The results page: the runs table, then each run's headline table (from its report)."""
+    """The results page: the runs table, the layer figure, then each run's headline table."""
     lines = [
         "# Results per scenario",
         "",
@@ -117,6 +134,9 @@ def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
         *markdown_table(table),
         "",
     ]
+    figure = layer_figure(table, output, page.parent / "figures" / f"{page.stem}_layers.png")
+    if figure is not None:
+        lines += ["## Where the shortcut lives", "", f"![layer curves](figures/{figure.name})", ""]
     for name in dict.fromkeys(table["run"]):
         headline = output / name / "report" / "headline.md"
         if headline.is_file():
