@@ -53,3 +53,19 @@ def test_run_settings_go_on_top_of_the_experiment_config(tmp_path):
 def test_markdown_table_formats_numbers_and_gaps():
     table = pd.DataFrame({"run": ["a"], "auc": [0.91234], "gap": [float("nan")]})
     assert scenario_runs.markdown_table(table) == ["| run | auc | gap |", "| --- | --- | --- |", "| a | 0.912 | n/a |"]
+
+
+def test_layer_figure_sets_the_runs_side_by_side(tmp_path):
+    rows = []
+    for run in ("localized2d", "diffuse2d"):
+        folder = tmp_path / run / "report" / "layers" / run
+        folder.mkdir(parents=True)
+        pd.DataFrame(
+            [{"model": "erm", "stage": f"stage{i}", "stage_index": i, "metric": "counterfactual_kl", "value": 0.1 * i}
+             for i in range(1, 5)]
+        ).to_csv(folder / "layers.csv", index=False)
+        rows.append({"run": run, "scenario": run})
+    table = pd.DataFrame(rows)
+    out = scenario_runs.layer_figure(table, tmp_path, tmp_path / "fig.png")
+    assert out == tmp_path / "fig.png" and out.stat().st_size > 0
+    assert scenario_runs.layer_figure(table.iloc[:1], tmp_path, tmp_path / "one.png") is None
