@@ -23,132 +23,37 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import yaml
 
 from pipeline.atomic import write_json
-from pipeline.bundles import BUNDLES_ROOT, config_files, parse_value, run_bundle, scenario_names
+from pipeline.bundles import config_files, parse_value, run_bundle, scenario_names
 from pipeline.engine.resumable_checkpoint import ResumeError, config_fingerprint, resume_path
+from pipeline.experiment_config import (  # noqa: F401 (the experiment's public names)
+    ANALYSED_METHODS,
+    METHOD_NEEDS,
+    METHODS,
+    ExperimentConfig,
+    Method,
+    ordered_methods,
+)
+from pipeline.experiment_report import (  # noqa: F401
+    acceptance_summary,
+    results_summary,
+    test_set_notes,
+    write_report,
+)
 
-EXPERIMENTS = BUNDLES_ROOT / "common" / "experiments"
-BASELINE_CONFIGS = BUNDLES_ROOT / "baseline" / "configs"
-MITIGATION = BASELINE_CONFIGS / "mitigation"
 # the console shows one progress line per method and epoch; the log lines go to LOG_FILE in the
 # method's folder (the report's in report/)
 CONSOLE_SETTINGS = {"progress_bar": False, "epoch_progress": True}
 LOG_FILE = "log.txt"
-# the methods whose trained models the bundles' analysis workflows (layer analysis, saliency) read
-ANALYSED_METHODS = ("erm", "reference", "teacher", "distilled")
 # written into an analysis workflow's output folder once it ran: the fingerprint it ran with
 ANALYSIS_DONE = "fingerprint.json"
 # written into the output folder: `--fresh` deletes only folders that hold it
 MARKER = ".shortcut-kd-experiment"
-
-
-@dataclass(frozen=True)
-class Method:
-    """A method = a bundle, its override files, fixed settings, and the methods it needs first.
-
-    ``starts_from``: a method whose trained model becomes this one's ``init_checkpoint`` when
-    both are in the experiment (the teacher starts from the source model; without it, from scratch).
-    """
-
-    bundle: str
-    overrides: tuple[str, ...] = ()
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    needs: tuple[str, ...] = ()
-    starts_from: str | None = None
-
-
-def _mitigation(name: str, needs: tuple[str, ...] = ()) -> Method:
-    return Method("baseline", (str(MITIGATION / f"{name}.yaml"),), needs=needs)
-
-
-METHODS: dict[str, Method] = {
-    "source": Method("baseline", (str(BASELINE_CONFIGS / "source.yaml"),)),
-    "erm": Method("baseline"),
-    "reference": Method("baseline", settings={"train_bias_mode": "never"}),
-    "teacher": Method("teacher", starts_from="source"),
-    "distilled": Method("distillation", needs=("teacher",)),
-    "augmentation": _mitigation("augmentation"),
-    "random_artifact": _mitigation("random_artifact"),
-    "group_balanced": _mitigation("group_balanced"),
-    "group_reweight": _mitigation("group_reweight"),
-    "group_dro": _mitigation("group_dro"),
-    "jtt": _mitigation("jtt", needs=("erm",)),
-    "dfr": _mitigation("dfr", needs=("erm",)),
-}
-
-# what each method needs beyond the biased training set (the headline table's "needs" column)
-METHOD_NEEDS = {
-    "source": "external labelled data",
-    "erm": "-",
-    "reference": "artifact-free data",
-    "teacher": "the clean teacher subset, the source model",
-    "distilled": "the teacher",
-    "augmentation": "-",
-    "random_artifact": "artifact type",
-    "group_balanced": "bias labels",
-    "group_reweight": "bias labels",
-    "group_dro": "bias labels",
-    "jtt": "-",
-    "dfr": "the clean teacher subset",
-}
-
-
-@dataclass
-class ExperimentConfig:
-    output: str = "runs/experiment"
-    scenarios: list[str] = field(default_factory=lambda: ["localized2d"])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    settings: dict[str, Any] = field(default_factory=dict)
-    method_settings: dict[str, dict] = field(default_factory=dict)
-    layer_analysis: bool = True
-    saliency: bool = True
-
-    @classmethod
-    def load(cls, path: str | Path) -> ExperimentConfig:
-        """Read an experiment YAML file.
-
-        Raises:
-            ValueError: missing file, unknown keys, unknown scenario or method names.
-        """
-        path = Path(path)
-        if not path.is_file() and (EXPERIMENTS / path).is_file():
-            path = EXPERIMENTS / path
-        if not path.is_file():
-            raise ValueError(
-                f"experiment config '{path}' does not exist; shipped ones: {sorted(p.name for p in EXPERIMENTS.glob('*.yaml'))}"
-            )
-        content = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(content) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(
-                f"experiment config '{path}': unknown key(s) {unknown}; allowed: {sorted(cls.__dataclass_fields__)}"
-            )
-        config = cls(**content)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        bad = [s for s in self.scenarios if s not in scenario_names()]
-        if bad:
-            raise ValueError(f"unknown scenario(s) {bad}; scenarios: {scenario_names()}")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown method(s) {bad}; methods: {list(METHODS)}")
-        for method in self.methods:
-            missing = [n for n in METHODS[method].needs if n not in self.methods]
-            if missing:
-                raise ValueError(f"method '{method}' needs {missing} in the same experiment")
-
-
-def ordered_methods(methods: Sequence[str]) -> list[str]:
-    """``methods`` in the order of :data:`METHODS`, where each method's needs come first."""
-    return [m for m in METHODS if m in methods]
 
 
 def run_settings(config: ExperimentConfig, scenario: str, method: str) -> dict[str, Any]:
@@ -323,105 +228,6 @@ def fresh_output(output: Path) -> None:
     (output / MARKER).unlink()
 
 
-def evaluation_results(config: ExperimentConfig, output: Path) -> list[dict]:
-    """The result rows (scenario, method + :data:`pipeline.evaluation.protocol.RESULT_COLUMNS`) every
-    method's evaluate workflow wrote, gathered for the report."""
-    from pipeline.evaluation.protocol import read_results
-
-    return [
-        {"scenario": scenario, "method": method, **row}
-        for scenario in config.scenarios
-        for method in ordered_methods(config.methods)
-        if (output / scenario / method / "eval").is_dir()
-        for row in read_results(output / scenario / method / "eval")
-    ]
-
-
-def write_report(config: ExperimentConfig, output: Path) -> Path:
-    """results.csv/md, figures, acceptance summary (and layer/saliency figures when enabled)."""
-    from pipeline.evaluation.headline import write_headline
-    from pipeline.evaluation.report import load_results, write_results
-
-    report_dir = output / "report"
-    extra = analysis_figures(config, output, report_dir)
-    write_results(
-        evaluation_results(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output)
-    )
-    write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
-    write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
-    return report_dir
-
-
-def analysis_figures(config: ExperimentConfig, output: Path, report_dir: Path) -> dict[str, Path]:
-    """Title -> figure drawn from the analysed methods' ``saliency/`` and ``layers/`` folders: per
-    scenario the saliency grid (bias-inverted test images) and the layer curves (with the
-    scenario's combined tables in ``report/layers/<scenario>/``), then the scenarios side by side."""
-    from pipeline.evaluation.layer_figures import combine_layer_outputs, compare_scenarios
-    from pipeline.evaluation.saliency import saliency_grid_from_files
-
-    figures: dict[str, Path] = {}
-    methods = [m for m in ordered_methods(config.methods) if m in ANALYSED_METHODS]
-    for scenario in config.scenarios:
-        folders = {m: output / scenario / m for m in methods}
-        if config.saliency:
-            path = report_dir / "figures" / f"saliency_{scenario}.png"
-            if saliency_grid_from_files({m: f / "saliency" for m, f in folders.items()}, path):
-                figures[f"Saliency ({scenario}, bias-inverted test images)"] = path
-        if config.layer_analysis:
-            curves = combine_layer_outputs({m: f / "layers" for m, f in folders.items()}, report_dir / "layers" / scenario)
-            if curves:
-                figures[f"Where the shortcut lives ({scenario})"] = curves
-    if config.layer_analysis:
-        comparison = compare_scenarios(
-            {s: report_dir / "layers" / s for s in config.scenarios},
-            report_dir / "figures" / "layer_curves_by_scenario.png",
-        )
-        if comparison is not None:
-            figures["Where the shortcut lives, scenarios side by side"] = comparison
-    return figures
-
-
-def test_set_notes(config: ExperimentConfig, output: Path) -> dict[str, str]:
-    """Per pre-biased scenario, which test sets its data allowed (from each method's ``eval/test_sets.json``)."""
-    from pipeline.evaluation.protocol import TEST_SETS_JSON
-
-    notes = {}
-    for scenario in config.scenarios:
-        paths = [output / scenario / m / "eval" / TEST_SETS_JSON for m in ordered_methods(config.methods)]
-        records = [json.loads(p.read_text()) for p in paths if p.is_file()]
-        if not any(r["prebiased"] for r in records):
-            continue
-        evaluated = list(dict.fromkeys(name for r in records for name in r["evaluated"]))
-        missing = {
-            name: why for r in records for name, why in r["not_possible"].items() if name not in evaluated
-        }
-        notes[scenario] = (
-            "Pre-biased data: the bias is in the images and its flag comes from the datalist (nothing injected); "
-            "the test sets are the test role's existing groups (bias_inverted: a seeded resample with the two "
-            "classes' bias rates swapped). Evaluated: " + ", ".join(evaluated or ["none"]) + ". Not possible: "
-            + ("; ".join(f"{name} ({why})" for name, why in missing.items()) or "none") + "."
-        )  # fmt: skip
-    return notes
-
-
-def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict]:
-    """The paper's claims per scenario (:func:`pipeline.evaluation.protocol.acceptance`), from each
-    method's ``eval/metrics.json``."""
-    from pipeline.evaluation.protocol import METRICS_JSON, acceptance
-
-    summary = {}
-    for scenario in config.scenarios:
-        metrics = {}
-        for method in ("erm", "reference", "distilled", "teacher"):
-            path = output / scenario / method / "eval" / METRICS_JSON
-            if path.is_file():
-                metrics[method] = json.loads(path.read_text())
-        entry = acceptance(metrics)
-        if entry is not None:
-            summary[scenario] = entry
-    return summary
-
-
 def _save_config(workflow, path: Path) -> None:
     from pipeline.atomic import atomic_path
 
@@ -457,21 +263,6 @@ def _logged(log: Path, step: str, mode: str):
     except Exception as err:
         print(f"{step} failed ({type(err).__name__}: {err}); its log: {log}", file=sys.stderr, flush=True)
         raise
-
-
-def results_summary(report_dir: Path) -> str:
-    """The AUC of every method on every test set, one table per scenario, from ``results.csv``."""
-    import pandas as pd
-
-    results = pd.read_csv(report_dir / "results.csv")
-    parts = []
-    for scenario, rows in results.groupby("scenario", sort=False):
-        table = rows.pivot(index="method", columns="test_set", values="auc")
-        table = table.reindex(index=rows["method"].unique(), columns=rows["test_set"].unique())
-        table = table.rename_axis(index="method", columns=None).reset_index()
-        text = table.to_string(index=False, float_format="{:.3f}".format, na_rep="n/a")
-        parts.append(f"AUC by test set, {scenario}:\n{text}")
-    return "\n\n".join(parts)
 
 
 def _parse_setting(text: str) -> tuple[str, Any]:

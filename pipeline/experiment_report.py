@@ -1,0 +1,123 @@
+"""The experiment's report: gathers what the bundle workflows wrote (results, analyses) into
+results.csv/md, the headline table, the acceptance summary and the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.atomic import write_json
+from pipeline.evaluation.headline import write_headline
+from pipeline.evaluation.layer_figures import combine_layer_outputs, compare_scenarios
+from pipeline.evaluation.protocol import METRICS_JSON, TEST_SETS_JSON, acceptance, read_results
+from pipeline.evaluation.report import load_results, write_results
+from pipeline.evaluation.saliency import saliency_grid_from_files
+from pipeline.experiment_config import ANALYSED_METHODS, METHOD_NEEDS, ExperimentConfig, ordered_methods
+
+
+def evaluation_results(config: ExperimentConfig, output: Path) -> list[dict]:
+    """The result rows (scenario, method + :data:`pipeline.evaluation.protocol.RESULT_COLUMNS`) every
+    method's evaluate workflow wrote, gathered for the report."""
+
+    return [
+        {"scenario": scenario, "method": method, **row}
+        for scenario in config.scenarios
+        for method in ordered_methods(config.methods)
+        if (output / scenario / method / "eval").is_dir()
+        for row in read_results(output / scenario / method / "eval")
+    ]
+
+
+def write_report(config: ExperimentConfig, output: Path) -> Path:
+    """results.csv/md, figures, acceptance summary (and layer/saliency figures when enabled)."""
+
+    report_dir = output / "report"
+    extra = analysis_figures(config, output, report_dir)
+    write_results(
+        evaluation_results(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output)
+    )
+    write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
+    write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
+    return report_dir
+
+
+def analysis_figures(config: ExperimentConfig, output: Path, report_dir: Path) -> dict[str, Path]:
+    """Title -> figure drawn from the analysed methods' ``saliency/`` and ``layers/`` folders: per
+    scenario the saliency grid (bias-inverted test images) and the layer curves (with the
+    scenario's combined tables in ``report/layers/<scenario>/``), then the scenarios side by side."""
+
+    figures: dict[str, Path] = {}
+    methods = [m for m in ordered_methods(config.methods) if m in ANALYSED_METHODS]
+    for scenario in config.scenarios:
+        folders = {m: output / scenario / m for m in methods}
+        if config.saliency:
+            path = report_dir / "figures" / f"saliency_{scenario}.png"
+            if saliency_grid_from_files({m: f / "saliency" for m, f in folders.items()}, path):
+                figures[f"Saliency ({scenario}, bias-inverted test images)"] = path
+        if config.layer_analysis:
+            curves = combine_layer_outputs({m: f / "layers" for m, f in folders.items()}, report_dir / "layers" / scenario)
+            if curves:
+                figures[f"Where the shortcut lives ({scenario})"] = curves
+    if config.layer_analysis:
+        comparison = compare_scenarios(
+            {s: report_dir / "layers" / s for s in config.scenarios},
+            report_dir / "figures" / "layer_curves_by_scenario.png",
+        )
+        if comparison is not None:
+            figures["Where the shortcut lives, scenarios side by side"] = comparison
+    return figures
+
+
+def test_set_notes(config: ExperimentConfig, output: Path) -> dict[str, str]:
+    """Per pre-biased scenario, which test sets its data allowed (from each method's ``eval/test_sets.json``)."""
+
+    notes = {}
+    for scenario in config.scenarios:
+        paths = [output / scenario / m / "eval" / TEST_SETS_JSON for m in ordered_methods(config.methods)]
+        records = [json.loads(p.read_text()) for p in paths if p.is_file()]
+        if not any(r["prebiased"] for r in records):
+            continue
+        evaluated = list(dict.fromkeys(name for r in records for name in r["evaluated"]))
+        missing = {
+            name: why for r in records for name, why in r["not_possible"].items() if name not in evaluated
+        }
+        notes[scenario] = (
+            "Pre-biased data: the bias is in the images and its flag comes from the datalist (nothing injected); "
+            "the test sets are the test role's existing groups (bias_inverted: a seeded resample with the two "
+            "classes' bias rates swapped). Evaluated: " + ", ".join(evaluated or ["none"]) + ". Not possible: "
+            + ("; ".join(f"{name} ({why})" for name, why in missing.items()) or "none") + "."
+        )  # fmt: skip
+    return notes
+
+
+def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict]:
+    """The paper's claims per scenario (:func:`pipeline.evaluation.protocol.acceptance`), from each
+    method's ``eval/metrics.json``."""
+
+    summary = {}
+    for scenario in config.scenarios:
+        metrics = {}
+        for method in ("erm", "reference", "distilled", "teacher"):
+            path = output / scenario / method / "eval" / METRICS_JSON
+            if path.is_file():
+                metrics[method] = json.loads(path.read_text())
+        entry = acceptance(metrics)
+        if entry is not None:
+            summary[scenario] = entry
+    return summary
+
+
+def results_summary(report_dir: Path) -> str:
+    """The AUC of every method on every test set, one table per scenario, from ``results.csv``."""
+
+    results = pd.read_csv(report_dir / "results.csv")
+    parts = []
+    for scenario, rows in results.groupby("scenario", sort=False):
+        table = rows.pivot(index="method", columns="test_set", values="auc")
+        table = table.reindex(index=rows["method"].unique(), columns=rows["test_set"].unique())
+        table = table.rename_axis(index="method", columns=None).reset_index()
+        text = table.to_string(index=False, float_format="{:.3f}".format, na_rep="n/a")
+        parts.append(f"AUC by test set, {scenario}:\n{text}")
+    return "\n\n".join(parts)
