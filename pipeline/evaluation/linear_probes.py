@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.evaluation.layer_features import LayerFeatures
 from pipeline.evaluation.metrics import auc
+from pipeline.networks.arguments import check_positive_int
 
 # columns of a per-stage analysis table (the layer table adds "model" in front)
 STAGE_COLUMNS = ("stage", "stage_index", "metric", "value")
@@ -83,8 +84,7 @@ def fit_linear_probe(features: torch.Tensor, target, l2: float = 1e-2, max_iter:
         raise ValueError(f"target has the single class {classes.tolist()}; a probe needs at least two classes")
     if isinstance(l2, bool) or not (isinstance(l2, (int, float)) and l2 >= 0):
         raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    check_positive_int(max_iter, "max_iter")
     # scikit-learn minimises C * sum(CE) + ||W||^2 / 2. Two classes have one weight vector, the
     # difference of the two softmax rows (each half of it at the optimum): C = 2 / (l2 * N);
     # more classes have one row per class: C = 1 / (l2 * N).

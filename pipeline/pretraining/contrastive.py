@@ -10,6 +10,7 @@ from torch import nn
 
 from pipeline.atomic import atomic_path
 from pipeline.networks import stages_of, unwrap_model
+from pipeline.networks.arguments import check_positive_int
 from pipeline.networks.hooks import FeatureHooks
 
 
@@ -50,8 +51,7 @@ class ContrastiveModel(nn.Module):
             raise ValueError(f"stage {stage!r} is not a stage of the network; its stages: {list(stages)}")
         hidden_dim = stages[stage] if hidden_dim is None else hidden_dim
         for name, value in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(value, name)
         self.network = network
         self.stage = stage
         self.head = nn.Sequential(
