@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = set(pd.read_csv(table)["candidate"]) if args.resume and table.is_file() else set()
     if not args.resume and table.is_file():
         table.unlink()
-    scratch = table.with_suffix("") / "runs"
+    scratch = experiment / "scenario_validity" / table.stem  # each candidate's predictions, beside the model
     for name, candidate in candidates.items():
         if name in done:
             print(f"{name}: in the table, skipped", flush=True)
