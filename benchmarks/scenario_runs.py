@@ -122,6 +122,13 @@ def layer_figure(table: pd.DataFrame, output: Path, out_png: Path) -> Path | Non
     return plot_layer_curves(tables, out_png, metrics=LAYER_METRICS) if len(tables) >= 2 else None
 
 
+def in_runs_order(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """``table``'s rows in the runs file's order (localized beside diffuse, 2D before 3D); others last."""
+    rank = {name: i for i, name in enumerate(names)}
+    order = sorted(range(len(table)), key=lambda i: (rank.get(table["run"].iloc[i], len(rank)), i))
+    return table.iloc[order].reset_index(drop=True)
+
+
 def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
     """The results page: the runs table, the layer figure, then each run's headline table."""
     lines = [
@@ -177,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             append_row(table, {**row, "whole_run_timed": not partly_done})
         print(f"{name}: {time.monotonic() - started:.0f} s", flush=True)
     if args.page and table.is_file():
-        write_page(pd.read_csv(table), Path(args.output).absolute(), Path(args.page))
+        write_page(in_runs_order(pd.read_csv(table), list(runs)), Path(args.output).absolute(), Path(args.page))
     return 0
 
 

@@ -7,9 +7,12 @@ reference of that experiment. The table in README.md ("Choosing the stages") com
     python -m pipeline.experiment --methods erm reference teacher distilled   # once
     python -m benchmarks.sweep_distillation_stages --experiment runs/experiment
 
-`--partial-layers` runs only the partial-layer ablation (early, late, all stages); `--resume`
+`--partial-layers` runs only the partial-layer ablation (none, early, late, all stages); `--resume`
 skips variants already trained and evaluated with the same settings; `--table` writes the rows
-as CSV.
+as CSV, replacing that scenario's rows and keeping the others':
+
+    python -m benchmarks.sweep_distillation_stages --experiment runs/scenarios/localized3d \
+        --scenario localized3d --partial-layers --resume --table benchmarks/results/partial_layers.csv
 """
 
 from __future__ import annotations
@@ -92,7 +95,13 @@ VARIANTS = {
         "stage_weights": 100.0,
         "logit_weight": 5.0,
     },
-    # partial-layer ablation (the paper's): which stages must be distilled, without the logit term
+    # partial-layer ablation (the paper's): which stages must be distilled, without the logit term;
+    # "none" is the control: the student starts from the teacher and learns the biased labels only
+    "partial: none (the teacher's weights, labels only)": {
+        "stage_pairs": ALL[3:],
+        "stage_weights": 0.0,
+        "logit_weight": 0.0,
+    },
     "partial: early stages 1-2, no logits": {"stage_pairs": ALL[:2], "logit_weight": 0.0},
     "partial: late stages 3-4, no logits": {"stage_pairs": ALL[2:], "logit_weight": 0.0},
     "partial: all stages 1-4, no logits": {"stage_pairs": ALL, "logit_weight": 0.0},
@@ -109,17 +118,32 @@ def _metrics(folder: Path) -> dict:
     }
 
 
+def merge_table(path: Path, scenario: str, rows: dict[str, dict]) -> pd.DataFrame:
+    """Write ``rows`` as the table's rows of ``scenario``, keeping other scenarios' rows; returns the table."""
+    table = pd.DataFrame([{"scenario": scenario, "variant": name, **row} for name, row in rows.items()])
+    if path.is_file():
+        previous = pd.read_csv(path)
+        table = pd.concat([previous[previous["scenario"] != scenario], table], ignore_index=True)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    return table
+
+
 def main(argv=None) -> int:
     parser = variant_parser(__doc__.split("\n\n")[0], VARIANTS)
     parser.add_argument("--partial-layers", action="store_true", help="only the partial-layer ablation variants")
     parser.add_argument("--resume", action="store_true", help="skip variants already run with the same settings")
-    parser.add_argument("--table", help="CSV of the rows (scenario, variant, metrics)")
+    parser.add_argument("--table", help="CSV of the rows (scenario, variant, metrics); other scenarios' rows are kept")
     args = parser.parse_args(argv)
     if args.partial_layers:
         args.variants = PARTIAL_LAYERS
     root = Path(args.experiment).absolute() / args.scenario
     extra = parse_overrides(args.set)
-    rows = {name: _metrics(root / name) for name in ("erm", "reference") if (root / name / "eval").is_dir()}
+    rows = {
+        name: _metrics(root / name)
+        for name in ("erm", "reference", "teacher", "distilled")
+        if (root / name / "eval").is_dir()
+    }
     for name in args.variants:
         folder = variant_folder("sweep_", name)
         settings = {"output_root": str(root), "bundle_name": folder, "progress_bar": False, "tensorboard": False,
@@ -137,9 +161,7 @@ def main(argv=None) -> int:
         )
     write_json(rows, root / "sweep_distillation.json")
     if args.table:
-        table = pd.DataFrame([{"scenario": args.scenario, "variant": n, **r} for n, r in rows.items()])
-        with atomic_path(Path(args.table)) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.4f")
+        merge_table(Path(args.table), args.scenario, rows)
     return 0
 
 

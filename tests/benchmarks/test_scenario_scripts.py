@@ -69,3 +69,10 @@ def test_layer_figure_sets_the_runs_side_by_side(tmp_path):
     out = scenario_runs.layer_figure(table, tmp_path, tmp_path / "fig.png")
     assert out == tmp_path / "fig.png" and out.stat().st_size > 0
     assert scenario_runs.layer_figure(table.iloc[:1], tmp_path, tmp_path / "one.png") is None
+
+
+def test_page_rows_follow_the_runs_file_order():
+    table = pd.DataFrame({"run": ["diffuse2d", "extra", "localized2d", "diffuse3d"], "x": [1, 2, 3, 4]})
+    ordered = scenario_runs.in_runs_order(table, ["localized2d", "diffuse2d", "localized3d", "diffuse3d"])
+    assert list(ordered["run"]) == ["localized2d", "diffuse2d", "diffuse3d", "extra"]
+    assert list(ordered["x"]) == [3, 1, 4, 2]

@@ -74,3 +74,17 @@ def test_seed_row_and_table():
     text = table([r])
     assert "| 1 | 0.200 | 0.800 | 86% |" in text and "0.80 -> 0.10 | 0.10 |" in text
     assert "mean 86%, lowest 86%" in text
+
+
+def test_partial_layer_table_replaces_only_its_scenarios_rows(tmp_path):
+    from benchmarks.sweep_distillation_stages import merge_table
+
+    path = tmp_path / "partial.csv"
+    merge_table(path, "localized2d", {"erm": {"bias_inverted_auc": 0.2}, "early": {"bias_inverted_auc": 0.5}})
+    merge_table(path, "diffuse2d", {"erm": {"bias_inverted_auc": 0.4}})
+    table = merge_table(path, "localized2d", {"erm": {"bias_inverted_auc": 0.3}})
+    assert sorted(zip(table["scenario"], table["variant"], table["bias_inverted_auc"])) == [
+        ("diffuse2d", "erm", 0.4),
+        ("localized2d", "erm", 0.3),
+    ]
+    assert list(path.parent.iterdir()) == [path]  # written whole, no temporary file left
