@@ -76,3 +76,12 @@ def test_page_rows_follow_the_runs_file_order():
     ordered = scenario_runs.in_runs_order(table, ["localized2d", "diffuse2d", "localized3d", "diffuse3d"])
     assert list(ordered["run"]) == ["localized2d", "diffuse2d", "diffuse3d", "extra"]
     assert list(ordered["x"]) == [3, 1, 4, 2]
+
+
+@pytest.mark.parametrize("runs_file", ["scenario_runs.yaml", "architecture_runs.yaml"])
+def test_shipped_runs_files_are_valid_experiments(runs_file, tmp_path):
+    from pathlib import Path
+
+    runs = scenario_runs.load_runs(Path(scenario_runs.__file__).parent / "configs" / runs_file)
+    configs = {name: scenario_runs.experiment_config(run, tmp_path / name) for name, run in runs.items()}
+    assert configs and all(c.scenarios for c in configs.values())
