@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from monai.networks.nets import DenseNet, ResNet, densenet121, resnet18
+from monai.networks.nets import DenseNet, ResNet, resnet18
 from torch import nn
 
 from pipeline.networks.alexnet import AlexNet, alexnet_stages
 from pipeline.networks.arguments import check_positive_int, check_spatial_dims
+from pipeline.networks.densenet import DenseNet121
 from pipeline.networks.parallel import unwrap_model
 from pipeline.networks.simba_cnn import DEFAULT_CHANNELS as SIMBA_CNN_CHANNELS
 from pipeline.networks.simba_cnn import SimbaCNN, simba_cnn_stages
@@ -211,7 +212,7 @@ def _resnet18_stages(widen_factor: float = 1.0, **_: Any) -> OrderedDict[str, in
 
 
 def _build_densenet121(spatial_dims: int, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
-    return densenet121(
+    return DenseNet121(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes, **options
     )
 

@@ -76,6 +76,15 @@ def test_alexnet_minimum_input_size_is_exact(options, minimum):
             network(torch.rand(1, 1, minimum + 5, minimum - 1))
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_densenet121_minimum_input_size_is_exact(dims):
+    network = build_network("densenet121", dims, 1, 2, init_features=4, growth_rate=2).eval()
+    with torch.no_grad():
+        assert network(torch.rand(1, 1, *[29] * dims)).shape == (1, 2)
+        with pytest.raises(ValueError, match=r"densenet121 needs inputs of at least 29 pixels.*image_size"):
+            network(torch.rand(1, 1, *[28] * dims))
+
+
 def test_too_small_input_error_survives_scripting():
     network = torch.jit.script(build_network("alexnet", 2, 1, 2, hidden_features=8).eval())
     with pytest.raises(Exception, match=r"at least 63 pixels.*stem_padding"):
