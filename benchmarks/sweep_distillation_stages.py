@@ -9,7 +9,7 @@ reference of that experiment. The table in README.md ("Choosing the stages") com
 
 `--partial-layers` runs only the partial-layer ablation (none, early, late, all stages); `--resume`
 skips variants already trained and evaluated with the same settings; `--table` writes the rows
-as CSV, replacing that scenario's rows and keeping the others':
+as CSV, replacing the rows of the same scenario and variant and keeping the others:
 
     python -m benchmarks.sweep_distillation_stages --experiment runs/scenarios/localized3d \
         --scenario localized3d --partial-layers --resume --table benchmarks/results/partial_layers.csv
@@ -119,11 +119,13 @@ def _metrics(folder: Path) -> dict:
 
 
 def merge_table(path: Path, scenario: str, rows: dict[str, dict]) -> pd.DataFrame:
-    """Write ``rows`` as the table's rows of ``scenario``, keeping other scenarios' rows; returns the table."""
+    """Write ``rows`` (variant -> metrics) into the table at ``path`` as ``scenario``'s, replacing the
+    rows of the same scenario and variant and keeping all others; returns the table."""
     table = pd.DataFrame([{"scenario": scenario, "variant": name, **row} for name, row in rows.items()])
     if path.is_file():
         previous = pd.read_csv(path)
-        table = pd.concat([previous[previous["scenario"] != scenario], table], ignore_index=True)
+        replaced = (previous["scenario"] == scenario) & previous["variant"].isin(list(rows))
+        table = pd.concat([previous[~replaced], table], ignore_index=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     return table
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     parser = variant_parser(__doc__.split("\n\n")[0], VARIANTS)
     parser.add_argument("--partial-layers", action="store_true", help="only the partial-layer ablation variants")
     parser.add_argument("--resume", action="store_true", help="skip variants already run with the same settings")
-    parser.add_argument("--table", help="CSV of the rows (scenario, variant, metrics); other scenarios' rows are kept")
+    parser.add_argument("--table", help="CSV of the rows (scenario, variant, metrics); other rows are kept")
     args = parser.parse_args(argv)
     if args.partial_layers:
         args.variants = PARTIAL_LAYERS

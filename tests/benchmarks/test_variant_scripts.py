@@ -76,7 +76,7 @@ def test_seed_row_and_table():
     assert "mean 86%, lowest 86%" in text
 
 
-def test_partial_layer_table_replaces_only_its_scenarios_rows(tmp_path):
+def test_variant_table_replaces_only_the_same_scenario_and_variant(tmp_path):
     from benchmarks.sweep_distillation_stages import merge_table
 
     path = tmp_path / "partial.csv"
@@ -85,6 +85,7 @@ def test_partial_layer_table_replaces_only_its_scenarios_rows(tmp_path):
     table = merge_table(path, "localized2d", {"erm": {"bias_inverted_auc": 0.3}})
     assert sorted(zip(table["scenario"], table["variant"], table["bias_inverted_auc"])) == [
         ("diffuse2d", "erm", 0.4),
+        ("localized2d", "early", 0.5),
         ("localized2d", "erm", 0.3),
     ]
     assert list(path.parent.iterdir()) == [path]  # written whole, no temporary file left
