@@ -108,18 +108,44 @@ def markdown_table(table: pd.DataFrame) -> list[str]:
 # where the shortcut lives, per stage: counterfactual KL and the share of bias-carrying samples
 # whose prediction is decided by each stage (prediction depth)
 LAYER_METRICS = ("counterfactual_kl", "decided_bias1", "probe_auc_bias")
+LAYER_TITLES = {
+    "counterfactual_kl": "Counterfactual KL per stage (how much adding the artifact moves the stage's class probe)",
+    "decided_bias1": "Prediction depth: share of artifact-carrying test images decided by each stage (cumulative)",
+    "probe_auc_bias": "Bias-probe AUC per stage (how linearly decodable the artifact is)",
+}
 
 
-def layer_figure(table: pd.DataFrame, output: Path, out_png: Path) -> Path | None:
-    """The runs' layer analyses side by side, one column per scenario (None with fewer than two)."""
-    from pipeline.evaluation.layer_figures import LAYERS_CSV, plot_layer_curves
+def layer_tables(table: pd.DataFrame, output: Path) -> dict[str, pd.DataFrame]:
+    """The layer analysis (``layers.csv``) of each run that has one, by run label."""
+    from pipeline.evaluation.layer_figures import LAYERS_CSV
 
     tables = {}
     for row in table.itertuples(index=False):
         path = output / row.run / "report" / "layers" / row.scenario / LAYERS_CSV
         if path.is_file():
             tables[f"{row.scenario} ({row.run})" if row.run != row.scenario else row.scenario] = pd.read_csv(path)
+    return tables
+
+
+def layer_figure(table: pd.DataFrame, output: Path, out_png: Path) -> Path | None:
+    """The runs' layer analyses side by side, one column per scenario (None with fewer than two)."""
+    from pipeline.evaluation.layer_figures import plot_layer_curves
+
+    tables = layer_tables(table, output)
     return plot_layer_curves(tables, out_png, metrics=LAYER_METRICS) if len(tables) >= 2 else None
+
+
+def stage_table(tables: Mapping[str, pd.DataFrame], metric: str, models: Sequence[str] = ("erm", "reference", "distilled")) -> pd.DataFrame:
+    """``metric`` per stage (columns: stage 1, 2, ...) for each run and model (rows)."""
+    rows = []
+    for label, layers in tables.items():
+        part = layers[layers["metric"] == metric]
+        for model in models:
+            curve = part[part["model"] == model].sort_values("stage_index")
+            if not curve.empty:
+                rows.append({"run": label, "model": model,
+                             **{f"stage {i + 1}": v for i, v in enumerate(curve["value"])}})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def in_runs_order(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -144,6 +170,9 @@ def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
     figure = layer_figure(table, output, page.parent / "figures" / f"{page.stem}_layers.png")
     if figure is not None:
         lines += ["## Where the shortcut lives", "", f"![layer curves](figures/{figure.name})", ""]
+        tables = layer_tables(table, output)
+        for metric, title in LAYER_TITLES.items():
+            lines += [f"{title}:", "", *markdown_table(stage_table(tables, metric)), ""]
     for name in dict.fromkeys(table["run"]):
         headline = output / name / "report" / "headline.md"
         if headline.is_file():

@@ -12,7 +12,7 @@ skips variants already trained and evaluated with the same settings; `--table` w
 as CSV, replacing the rows of the same scenario and variant and keeping the others:
 
     python -m benchmarks.sweep_distillation_stages --experiment runs/scenarios/localized3d \
-        --scenario localized3d --partial-layers --resume --table benchmarks/results/partial_layers.csv
+        --scenario localized3d --partial-layers --resume --table benchmarks/results/distillation_variants.csv
 """
 
 from __future__ import annotations
