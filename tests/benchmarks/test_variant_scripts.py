@@ -73,7 +73,14 @@ def test_seed_row_and_table():
     assert r["distilled_delta_tpr_counterfactual"] == pytest.approx(0.1)
     text = table([r])
     assert "| 1 | 0.200 | 0.800 | 86% |" in text and "0.80 -> 0.10 | 0.10 |" in text
-    assert "mean 86%, lowest 86%" in text
+    assert "mean 86%, lowest 86%" in text and "teacher" not in text
+    # with a retrained teacher, its bias-inverted AUC and counterfactual ΔTPR join the row
+    with_teacher = row(2, {"erm": metrics(0.2, 0.9, 1.0, 0.2), "distilled": metrics(0.8, 0.88, 0.7, 0.6),
+                           "teacher": metrics(0.95, 0.85, 0.3, 0.6)}, metrics(0.9, 0.95, 0.8, 0.7))  # fmt: skip
+    assert with_teacher["teacher_delta_tpr_counterfactual"] == pytest.approx(-0.3)
+    text = table([r, with_teacher])
+    assert "teacher cf ΔTPR |" in text and text.splitlines()[3].endswith("| 0.950 | -0.30 |")
+    assert text.splitlines()[2].endswith("| | |")
 
 
 def test_variant_table_replaces_only_the_same_scenario_and_variant(tmp_path):
