@@ -7,7 +7,8 @@ reference of that experiment. The table in README.md ("Choosing the stages") com
     python -m pipeline.experiment --methods erm reference teacher distilled   # once
     python -m benchmarks.sweep_distillation_stages --experiment runs/experiment
 
-`--partial-layers` runs only the partial-layer ablation (none, early, late, all stages); `--resume`
+`--partial-layers` runs only the partial-layer ablation (none, early, late, all stages, each
+without and with the logit term; all stages with it is the experiment's student); `--resume`
 skips variants already trained and evaluated with the same settings; `--table` writes the rows
 as CSV, replacing the rows of the same scenario and variant and keeping the others:
 
@@ -105,6 +106,10 @@ VARIANTS = {
     "partial: early stages 1-2, no logits": {"stage_pairs": ALL[:2], "logit_weight": 0.0},
     "partial: late stages 3-4, no logits": {"stage_pairs": ALL[2:], "logit_weight": 0.0},
     "partial: all stages 1-4, no logits": {"stage_pairs": ALL, "logit_weight": 0.0},
+    # the same with the logit term (all stages with logits is the default: the experiment's student)
+    "partial: logits only": {"stage_pairs": ALL[3:], "stage_weights": 0.0},
+    "partial: early stages 1-2 + logits": {"stage_pairs": ALL[:2]},
+    "partial: late stages 3-4 + logits": {"stage_pairs": ALL[2:]},
 }
 PARTIAL_LAYERS = [name for name in VARIANTS if name.startswith("partial:")]
 
