@@ -89,3 +89,9 @@ def test_shipped_runs_files_are_valid_experiments(runs_file, tmp_path):
     runs = scenario_runs.load_runs(Path(scenario_runs.__file__).parent / "configs" / runs_file)
     configs = {name: scenario_runs.experiment_config(run, tmp_path / name) for name, run in runs.items()}
     assert configs and all(c.scenarios for c in configs.values())
+
+
+def test_a_run_measures_the_shortcut_only_when_erm_learnt_it_and_the_reference_was_not_fooled():
+    assert scenario_runs.measures_shortcut(erm=0.16, reference=0.93, reference_bias_free=0.97)
+    assert not scenario_runs.measures_shortcut(erm=0.07, reference=0.15, reference_bias_free=0.52)  # nothing learnt
+    assert not scenario_runs.measures_shortcut(erm=0.1, reference=0.5, reference_bias_free=0.97)  # fooled
