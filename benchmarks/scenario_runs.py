@@ -139,11 +139,11 @@ def layer_tables(table: pd.DataFrame, output: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def layer_figure(table: pd.DataFrame, output: Path, out_png: Path) -> Path | None:
-    """The runs' layer analyses side by side, one column per scenario (None with fewer than two)."""
+def layer_figure(tables: Mapping[str, pd.DataFrame], out_png: Path) -> Path | None:
+    """The runs' layer analyses (:func:`layer_tables`) side by side, one column per scenario
+    (None with fewer than two)."""
     from pipeline.evaluation.layer_figures import plot_layer_curves
 
-    tables = layer_tables(table, output)
     return plot_layer_curves(tables, out_png, metrics=LAYER_METRICS) if len(tables) >= 2 else None
 
 
@@ -181,10 +181,10 @@ def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
         *markdown_table(table),
         "",
     ]
-    figure = layer_figure(table, output, page.parent / "figures" / f"{page.stem}_layers.png")
+    tables = layer_tables(table, output)
+    figure = layer_figure(tables, page.parent / "figures" / f"{page.stem}_layers.png")
     if figure is not None:
         lines += ["## Where the shortcut lives", "", f"![layer curves](figures/{figure.name})", ""]
-        tables = layer_tables(table, output)
         for metric, title in LAYER_TITLES.items():
             lines += [f"{title}:", "", *markdown_table(stage_table(tables, metric)), ""]
     for name in dict.fromkeys(table["run"]):

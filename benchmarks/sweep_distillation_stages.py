@@ -49,7 +49,6 @@ VARIANTS = {
     "stages 1-4, w=10, logits 5": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 5.0},
     "stages 2-4, w=10, logits 5": {"stage_pairs": ALL[1:], "stage_weights": 10.0, "logit_weight": 5.0},
     "stages 1-4, w=10, no logits": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 0.0},
-    "logits only, 5": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 5.0},
     "logits only, 20": {"stage_pairs": ALL[3:], "stage_weights": 0.0, "logit_weight": 20.0},
     "stages 1-4, w=10, logits 10": {"stage_pairs": ALL, "stage_weights": 10.0, "logit_weight": 10.0},
     "stages 1-4, w=20, logits 10": {"stage_pairs": ALL, "stage_weights": 20.0, "logit_weight": 10.0},
@@ -125,10 +124,17 @@ def _metrics(folder: Path) -> dict:
 
 def merge_table(path: Path, scenario: str, rows: dict[str, dict]) -> pd.DataFrame:
     """Write ``rows`` (variant -> metrics) into the table at ``path`` as ``scenario``'s, replacing the
-    rows of the same scenario and variant and keeping all others; returns the table."""
+    rows of the same scenario and variant and keeping all others; returns the table.
+
+    Raises:
+        ValueError: ``path`` exists but has no scenario and variant columns.
+    """
     table = pd.DataFrame([{"scenario": scenario, "variant": name, **row} for name, row in rows.items()])
     if path.is_file():
         previous = pd.read_csv(path)
+        missing = sorted({"scenario", "variant"} - set(previous.columns))
+        if missing:
+            raise ValueError(f"--table '{path}' lacks the column(s) {missing}: not a table of this sweep")
         replaced = (previous["scenario"] == scenario) & previous["variant"].isin(list(rows))
         table = pd.concat([previous[~replaced], table], ignore_index=True)
     with atomic_path(path) as tmp:

@@ -66,10 +66,11 @@ def test_layer_figure_sets_the_runs_side_by_side(tmp_path):
         ).to_csv(folder / "layers.csv", index=False)
         rows.append({"run": run, "scenario": run})
     table = pd.DataFrame(rows)
-    out = scenario_runs.layer_figure(table, tmp_path, tmp_path / "fig.png")
+    tables = scenario_runs.layer_tables(table, tmp_path)
+    out = scenario_runs.layer_figure(tables, tmp_path / "fig.png")
     assert out == tmp_path / "fig.png" and out.stat().st_size > 0
-    assert scenario_runs.layer_figure(table.iloc[:1], tmp_path, tmp_path / "one.png") is None
-    stages = scenario_runs.stage_table(scenario_runs.layer_tables(table, tmp_path), "counterfactual_kl")
+    assert scenario_runs.layer_figure(scenario_runs.layer_tables(table.iloc[:1], tmp_path), tmp_path / "one.png") is None
+    stages = scenario_runs.stage_table(tables, "counterfactual_kl")
     assert list(stages.columns) == ["run", "model", "stage 1", "stage 2", "stage 3", "stage 4"]
     assert list(stages["run"]) == ["localized2d", "diffuse2d"] and list(stages["model"]) == ["erm", "erm"]
     assert stages.iloc[0, 2:].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])

@@ -96,3 +96,8 @@ def test_variant_table_replaces_only_the_same_scenario_and_variant(tmp_path):
         ("localized2d", "erm", 0.3),
     ]
     assert list(path.parent.iterdir()) == [path]  # written whole, no temporary file left
+    other = tmp_path / "other.csv"
+    other.write_text("run,auc\na,0.5\n")
+    with pytest.raises(ValueError, match=r"other.csv.*\['scenario', 'variant'\]"):
+        merge_table(other, "localized2d", {"erm": {"bias_inverted_auc": 0.3}})
+    assert other.read_text() == "run,auc\na,0.5\n"  # left as it was
