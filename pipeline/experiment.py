@@ -269,7 +269,10 @@ def _parse_setting(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
-    return key, parse_value(value)
+    try:
+        return key, parse_value(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--set {key}: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import yaml
+
 BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
 WORKFLOWS = ("train", "evaluate", "inference")
 # workflows that analyse a trained model (not part of an exported bundle)
@@ -43,13 +45,27 @@ JSON_CONSTANTS = {"true": True, "false": False, "null": None}
 
 def parse_value(text: str) -> Any:
     """A command-line config value: a Python literal (``0.5``, ``[32, 32]``, ``False``), JSON's
-    ``true``/``false``/``null``, or else the text itself (a path, a name)."""
+    ``true``/``false``/``null``, a YAML flow mapping or list (``{stem_stride: 2}``), or else the
+    text itself (a path, a name).
+
+    Raises:
+        ValueError: text that opens a mapping or list (``{``/``[``) but is neither a literal nor YAML.
+    """
     if text in JSON_CONSTANTS:
         return JSON_CONSTANTS[text]
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        pass
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(
+                f"value {text!r} opens a mapping or list but is not valid YAML or a Python literal "
+                f"(e.g. {{stem_stride: 2}} or [32, 32]): {str(err).splitlines()[0]}"
+            ) from None
+    return text
 
 
 def add_bundle_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

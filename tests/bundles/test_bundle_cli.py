@@ -190,7 +190,9 @@ def test_bundle_cli_prints_the_monai_command():
 @pytest.mark.parametrize(
     "text, value",
     [("0.5", 0.5), ("[32, 32]", [32, 32]), ("False", False), ("false", False), ("true", True),
-     ("null", None), ("None", None), ("teacher", "teacher"), ("/data/x.json", "/data/x.json")],
+     ("null", None), ("None", None), ("teacher", "teacher"), ("/data/x.json", "/data/x.json"),
+     ("{stem_stride: 2, act: relu}", {"stem_stride": 2, "act": "relu"}), ("[a, 2]", ["a", 2]),
+     ("{'stem_stride': 2}", {"stem_stride": 2})],
 )  # fmt: skip
 def test_command_line_values_are_literals_json_constants_or_text(text, value):
     """Every command line that overrides config ids (bundles, export, experiment --set, the
@@ -200,3 +202,16 @@ def test_command_line_values_are_literals_json_constants_or_text(text, value):
 
     assert parse_value(text) == value and type(parse_value(text)) is type(value)
     assert _parse_setting(f"key={text}") == ("key", value)
+
+
+def test_a_value_that_opens_a_mapping_but_does_not_parse_is_an_error_naming_it():
+    """``--set network_options={a: [1}`` must not reach the config as text (a late, obscure error)."""
+    import argparse
+
+    from pipeline.bundles import parse_value
+    from pipeline.experiment import _parse_setting
+
+    with pytest.raises(ValueError, match=r"'\{a: \[1\}'.*not valid YAML"):
+        parse_value("{a: [1}")
+    with pytest.raises(argparse.ArgumentTypeError, match="--set network_options"):
+        _parse_setting("network_options={a: [1}")
