@@ -83,13 +83,37 @@ def test_page_rows_follow_the_runs_file_order():
     assert list(ordered["x"]) == [3, 1, 4, 2]
 
 
-@pytest.mark.parametrize("runs_file", ["scenario_runs.yaml", "architecture_runs.yaml"])
+@pytest.mark.parametrize("runs_file", ["scenario_runs.yaml", "architecture_runs.yaml", "scenario_runs_64.yaml"])
 def test_shipped_runs_files_are_valid_experiments(runs_file, tmp_path):
     from pathlib import Path
 
     runs = scenario_runs.load_runs(Path(scenario_runs.__file__).parent / "configs" / runs_file)
     configs = {name: scenario_runs.experiment_config(run, tmp_path / name) for name, run in runs.items()}
     assert configs and all(c.scenarios for c in configs.values())
+
+
+def test_the_64_cubed_runs_are_their_scenarios_with_every_voxel_size_doubled():
+    """The GPU runs must not drift from the scenario files: same data and artifact, twice the
+    voxels, the local deformation's box at twice its coordinates (the same anatomy)."""
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.bundles import BUNDLES_ROOT
+
+    runs = scenario_runs.load_runs(Path(scenario_runs.__file__).parent / "configs" / "scenario_runs_64.yaml")
+    assert {run["scenarios"][0] for run in runs.values()} == {"localized3d", "diffuse3d"}
+    for name, run in runs.items():
+        (scenario,) = run["scenarios"]
+        base = yaml.safe_load((BUNDLES_ROOT / "common/configs/scenarios" / f"{scenario}.yaml").read_text())
+        settings = run["settings"]
+        assert settings["image_size"] == [2 * s for s in base["image_size"]], name
+        for key in ("data_params", "source_data_params"):
+            assert settings[key] == {**base[key], "size": 2 * base[key]["size"]}, (name, key)
+        artifact = settings.get("artifact", base["artifact"])
+        position = base["artifact"].get("position")
+        doubled = [2 * p for p in position] if isinstance(position, list) else position
+        assert artifact == {**base["artifact"], **({"position": doubled} if position is not None else {})}, name
 
 
 def test_a_run_measures_the_shortcut_only_when_erm_learnt_it_and_the_reference_was_not_fooled():
