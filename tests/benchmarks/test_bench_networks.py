@@ -4,13 +4,14 @@ import pandas as pd
 import pytest
 
 from benchmarks import bench_networks
-from pipeline.networks import registered_networks
+from pipeline.networks import build_network, registered_networks
 
 
-def test_every_case_names_a_registered_network_and_a_valid_shape():
+def test_every_case_builds_its_network_with_its_options():
     for name, (network, dims, side, batch, options) in bench_networks.CASES.items():
         assert network in registered_networks(), name
         assert dims in (2, 3) and side > 0 and batch > 0, name
+        assert build_network(network, dims, 1, 2, **options) is not None, name
 
 
 def test_the_table_has_one_row_per_case_with_its_ratio_to_the_first(tmp_path, monkeypatch):
