@@ -23,6 +23,7 @@ from pipeline.bundles import run_bundle
 from pipeline.evaluation.prediction_file import load_predictions
 from pipeline.evaluation.protocol import counterfactual_delta_tpr, flip_rate
 
+
 def _metrics(folder: Path) -> dict:
     """metrics.json of a run, with the flip rate of its counterfactual pairs added."""
     metrics = json.loads((folder / "eval" / "metrics.json").read_text())
