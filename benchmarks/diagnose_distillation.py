@@ -32,7 +32,7 @@ from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 
 from benchmarks.variant_runs import parse_overrides, variant_folder, variant_parser
-from pipeline.atomic import write_json
+from pipeline.atomic import write_json, write_text
 from pipeline.bundles import config_files, logging_file, meta_file
 from pipeline.engine.datalist import load_role
 from pipeline.engine.holdout import split_holdout
@@ -258,11 +258,11 @@ def main(argv=None) -> int:
         text = tables(results, _reference_aucs(root))
         print(text, flush=True)
         if args.out:
-            Path(args.out).write_text(text + "\n")
+            write_text(text + "\n", args.out)
     text = tables(results, _reference_aucs(root))
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_text(text + "\n", args.out)
     return 0
 
 

@@ -29,6 +29,7 @@ from monai.metrics import compute_roc_auc
 from PIL import Image
 
 from data_prep import synthetic2d
+from pipeline.atomic import write_text
 from pipeline.networks import build_network
 from pipeline.transforms import PatchArtifact, ShortcutInjection
 
@@ -147,7 +148,7 @@ def main() -> None:
     verdict = results["clean_model_clean_auc"] >= 0.85 and results["biased_model_inverted_auc"] < 0.6
     print("targets (clean >= 0.85, inverted < 0.6):", "met" if verdict else "NOT met")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        write_text(json.dumps(results, indent=1) + "\n", args.json)
 
 
 if __name__ == "__main__":

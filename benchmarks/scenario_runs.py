@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from benchmarks.scenario_validity import append_row
-from pipeline.atomic import atomic_path
+from pipeline.atomic import write_text
 from pipeline.experiment import ExperimentConfig, run_experiment
 
 CORE = ("erm", "reference", "teacher", "distilled")
@@ -191,8 +191,7 @@ def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
         headline = output / name / "report" / "headline.md"
         if headline.is_file():
             lines += [f"## {name}", "", headline.read_text().strip(), ""]
-    with atomic_path(page) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
+    write_text("\n".join(lines), page)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.atomic import write_text
 from pipeline.bundles import run_bundle
 from pipeline.evaluation.prediction_file import load_predictions
 from pipeline.evaluation.protocol import counterfactual_delta_tpr, flip_rate
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
         rows.append(row(seed, run_seed(root, args.scenario, seed, args.resume, args.retrain_teacher), reference))
         text = table(rows)
         if args.out:
-            Path(args.out).write_text(text + "\n")
+            write_text(text + "\n", args.out)
     print(table(rows))
     return 0
 

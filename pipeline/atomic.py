@@ -26,6 +26,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(tmp)
 
 
+def write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
 def write_json(content, path: str | Path) -> Path:
     """Write ``content`` as indented JSON to ``path`` atomically (NaN and infinities become null)."""
     with atomic_path(path) as tmp:
