@@ -28,7 +28,10 @@ def parse_overrides(pairs: Iterable[str]) -> dict:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"--set expects key=value, got {pair!r}")
-        overrides[key] = parse_value(text)
+        try:
+            overrides[key] = parse_value(text)
+        except ValueError as err:
+            raise SystemExit(f"--set {key}: {err}") from None
     return overrides
 
 

@@ -379,11 +379,18 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
     """``["--key", "value", ...]`` -> ``{"key": value}``; values read by :func:`pipeline.bundles.parse_value`.
 
     Raises:
-        ValueError: for an item that is not ``--key`` followed by a value.
+        ValueError: for an item that is not ``--key`` followed by a value, or a value that opens a
+            mapping or list but does not parse (the message names the key).
     """
     if len(pairs) % 2 or not all(str(k).startswith("--") and len(k) > 2 for k in pairs[::2]):
         raise ValueError(f"config overrides must be --key value pairs, got {list(pairs)}")
-    return {key[2:]: parse_value(value) for key, value in zip(pairs[::2], pairs[1::2])}
+    settings = {}
+    for key, value in zip(pairs[::2], pairs[1::2]):
+        try:
+            settings[key[2:]] = parse_value(value)
+        except ValueError as err:
+            raise ValueError(f"{key}: {err}") from None
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
