@@ -32,6 +32,9 @@ from pipeline.experiment import ExperimentConfig, run_experiment
 CORE = ("erm", "reference", "teacher", "distilled")
 # methods that know nothing of the artifact (the student must beat them)
 ARTIFACT_AGNOSTIC = ("augmentation", "jtt")
+# every baseline that does not know the artifact exactly: also those given bias labels (group
+# methods) or the clean teacher subset (DFR); random_artifact adds the known artifact itself
+WITHOUT_ARTIFACT = (*ARTIFACT_AGNOSTIC, "dfr", "group_balanced", "group_reweight", "group_dro")
 
 
 def load_runs(path: str | Path) -> dict[str, dict]:
@@ -90,6 +93,7 @@ def summary_rows(name: str, config: ExperimentConfig, seconds: float) -> list[di
 
         claims = acceptance.get(scenario, {})
         agnostic = [auc(m) for m in ARTIFACT_AGNOSTIC if (m, "bias_inverted") in part.index]
+        without = [auc(m) for m in WITHOUT_ARTIFACT if (m, "bias_inverted") in part.index]
         rows.append({
             "run": name, "scenario": scenario, "seconds": round(seconds), "threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {os.cpu_count()} cores", "seed": int(config.settings.get("seed", 0)),
@@ -101,6 +105,13 @@ def summary_rows(name: str, config: ExperimentConfig, seconds: float) -> list[di
             "gap_closed": claims.get("gap_closed"),
             "erm_cf_delta_tpr": claims.get("erm_delta_tpr_counterfactual"),
             "distilled_cf_delta_tpr": claims.get("distilled_delta_tpr_counterfactual"),
+            "best_baseline_without_artifact_auc": max(without) if without else float("nan"),
+            **{f"{m}_bias_free_auc": auc(m, "bias_free") for m in ("erm", "teacher", "distilled")},
+            "teacher_cf_delta_tpr": claims.get("teacher_delta_tpr_counterfactual"),
+            "teacher_flip_rate": claims.get("teacher_flip_rate"),
+            "distilled_flip_rate": claims.get("distilled_flip_rate"),
+            "teacher_verdict": claims.get("teacher_verdict"),
+            "verdict": claims.get("distilled_verdict"),
         })  # fmt: skip
     return rows
 

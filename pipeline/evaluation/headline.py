@@ -2,7 +2,10 @@
 
 One row per method: AUC on the bias-free, bias-inverted, in-distribution and OOD test sets, ΔTPR
 on the in-distribution test and on the counterfactual pairs (TPR of every test positive with the
-artifact minus without), worst-group accuracy on the bias-inverted test and the flip rate.
+artifact minus without), worst-group accuracy on the bias-inverted test, the flip rate, the share of ERM's gap to the reference
+closed (bias-inverted AUC) and the honest verdict on the shortcut
+(:func:`pipeline.evaluation.protocol.shortcut_verdict`: a model whose counterfactual ΔTPR is below
+-0.10 is "over-corrected", never a success, whatever gap it closes).
 :func:`check_headline` compares a written ``headline.md`` with a (recomputed) results table.
 """
 
@@ -15,7 +18,7 @@ from typing import Mapping
 import pandas as pd
 
 from pipeline.atomic import atomic_path
-from pipeline.evaluation.protocol import counterfactual_delta_tpr
+from pipeline.evaluation.protocol import counterfactual_delta_tpr, gap_closed, shortcut_verdict
 
 HEADLINE_MD = "headline.md"
 COLUMNS = (
@@ -27,6 +30,8 @@ COLUMNS = (
     "ΔTPR (counterfactual)",
     "worst-group acc. (inverted)",
     "flip rate",
+    "gap closed",
+    "verdict",
 )
 
 
@@ -43,23 +48,35 @@ def headline_rows(results: pd.DataFrame, scenario: str) -> dict[str, dict[str, f
                 for t in ("cf_with", "cf_without")}  # fmt: skip
         return counterfactual_delta_tpr(pair)
 
+    def gap(method: str) -> float:
+        erm, reference = value("erm", "bias_inverted", "auc"), value("reference", "bias_inverted", "auc")
+        closed = gap_closed(erm, reference, value(method, "bias_inverted", "auc"))
+        return math.nan if closed is None else closed
+
     rows = {}
     for method in dict.fromkeys(part["method"]):
+        cf, bias_free = counterfactual(method), value(method, "bias_free", "auc")
         rows[method] = {
             "bias-free AUC": value(method, "bias_free", "auc"),
             "bias-inverted AUC": value(method, "bias_inverted", "auc"),
             "in-distribution AUC": value(method, "in_distribution", "auc"),
             "OOD AUC": value(method, "ood", "auc"),
             "ΔTPR": value(method, "in_distribution", "delta_tpr"),
-            "ΔTPR (counterfactual)": counterfactual(method),
+            "ΔTPR (counterfactual)": cf,
             "worst-group acc. (inverted)": value(method, "bias_inverted", "worst_group_accuracy"),
             "flip rate": value(method, "cf_with", "flip_rate"),
+            "gap closed": gap(method),
+            "verdict": shortcut_verdict(cf, bias_free, value("erm", "bias_free", "auc")),
         }
     return rows
 
 
-def _cell_text(column: str, value: float) -> str:
-    return "n/a" if math.isnan(value) else (f"{value:.3f}" if "AUC" in column else f"{value:.2f}")
+def _cell_text(column: str, value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.3f}" if "AUC" in column else (f"{value:.0%}" if column == "gap closed" else f"{value:.2f}")
 
 
 def headline_markdown(results: pd.DataFrame, needs: Mapping[str, str] | None = None) -> str:

@@ -300,7 +300,7 @@ def write_results(eval_dir: str | Path, evaluated: Mapping[str, str | os.PathLik
     rows = result_rows(files, eval_dir)
     write_json(rows, eval_dir / RESULTS_JSON)
     write_json(
-        {row["test_set"]: {k: row[k] for k in METRIC_COLUMNS} for row in rows if row["test_set"] in evaluated},
+        {row["test_set"]: {k: row[k] for k in NUMBER_COLUMNS} for row in rows if row["test_set"] in evaluated},
         eval_dir / METRICS_JSON,
     )
     return rows
@@ -345,33 +345,74 @@ def gap_closed(erm_auc: float, reference_auc: float, auc: float) -> float | None
     return (auc - erm_auc) / gap if gap else None
 
 
+# Honest scoring: a model has "removed" the shortcut only if adding the artifact moves its TPR by at
+# most MAX_CF_DELTA_TPR either way (counterfactual pairs) and it keeps the finding (bias-free AUC at
+# most MAX_BIAS_FREE_LOSS below ERM's). A counterfactual ΔTPR below -MAX_CF_DELTA_TPR relies on the
+# artifact in the other direction ("over-corrected"), however high its bias-inverted AUC.
+MAX_CF_DELTA_TPR = 0.10
+MAX_BIAS_FREE_LOSS = 0.02
+VERDICTS = ("removed", "over-corrected", "kept", "finding lost", "n/a")
+
+
+def shortcut_verdict(
+    cf_delta_tpr: float | None,
+    bias_free_auc: float | None,
+    erm_bias_free_auc: float | None,
+    max_bias_free_loss: float = MAX_BIAS_FREE_LOSS,
+) -> str:
+    """One of :data:`VERDICTS` for a model: ``over-corrected`` (counterfactual ΔTPR below -0.10),
+    ``kept`` (above 0.10), ``finding lost`` (bias-free AUC more than ``max_bias_free_loss`` below
+    ERM's), else ``removed``; ``n/a`` where a number is missing (no counterfactual pairs)."""
+    values = (cf_delta_tpr, bias_free_auc, erm_bias_free_auc)
+    if any(v is None or v != v for v in values):
+        return "n/a"
+    if cf_delta_tpr < -MAX_CF_DELTA_TPR:
+        return "over-corrected"
+    if cf_delta_tpr > MAX_CF_DELTA_TPR:
+        return "kept"
+    if bias_free_auc < erm_bias_free_auc - max_bias_free_loss:
+        return "finding lost"
+    return "removed"
+
+
+def _auc(metrics: Mapping[str, Mapping], test_set: str) -> float | None:
+    return metrics.get(test_set, {}).get("auc")
+
+
 def acceptance(metrics: Mapping[str, Mapping[str, Mapping]]) -> dict | None:
     """The paper's claims for one scenario from ``{method: {test set: metrics}}``: does ERM learn the
-    shortcut (its gap to the reference, its ΔTPR), and how much of it does distillation close?
-    None without both ERM and the reference."""
+    shortcut (its gap to the reference, its ΔTPR), and how much of it do the teacher and the student
+    close, scored honestly (:func:`shortcut_verdict`)? None without ERM and the reference, or
+    without a bias-inverted test set for them (data whose test sets lack a group)."""
     if not {"erm", "reference"} <= set(metrics):
         return None
-    erm_auc = metrics["erm"]["bias_inverted"]["auc"]
-    ref_auc = metrics["reference"]["bias_inverted"]["auc"]
+    erm_auc, ref_auc = _auc(metrics["erm"], "bias_inverted"), _auc(metrics["reference"], "bias_inverted")
+    if erm_auc is None or ref_auc is None:
+        return None
     entry = {
         "erm_bias_inverted_auc": erm_auc,
         "reference_bias_inverted_auc": ref_auc,
         "erm_gap": ref_auc - erm_auc,
-        "erm_delta_tpr": metrics["erm"]["in_distribution"]["delta_tpr"],
+        "erm_delta_tpr": metrics["erm"].get("in_distribution", {}).get("delta_tpr"),
         "erm_delta_tpr_counterfactual": counterfactual_delta_tpr(metrics["erm"]),
     }
-    if "distilled" in metrics:
-        dist_auc = metrics["distilled"]["bias_inverted"]["auc"]
-        entry.update(
-            distilled_bias_inverted_auc=dist_auc,
-            distilled_bias_free_auc=metrics["distilled"]["bias_free"]["auc"],
-            erm_bias_free_auc=metrics["erm"]["bias_free"]["auc"],
-            distilled_delta_tpr=metrics["distilled"]["in_distribution"]["delta_tpr"],
-            distilled_delta_tpr_counterfactual=counterfactual_delta_tpr(metrics["distilled"]),
-            gap_closed=gap_closed(erm_auc, ref_auc, dist_auc),
-        )
-    if "teacher" in metrics:
-        entry["teacher_bias_inverted_auc"] = metrics["teacher"]["bias_inverted"]["auc"]
-        entry["teacher_bias_free_auc"] = metrics["teacher"]["bias_free"]["auc"]
+    erm_free = _auc(metrics["erm"], "bias_free")
+    entry["erm_bias_free_auc"] = erm_free
+    for method in ("teacher", "distilled"):
+        if method not in metrics:
+            continue
+        model = metrics[method]
+        auc, cf = _auc(model, "bias_inverted"), counterfactual_delta_tpr(model)
+        entry.update({
+            f"{method}_bias_inverted_auc": auc,
+            f"{method}_bias_free_auc": _auc(model, "bias_free"),
+            f"{method}_gap_closed": None if auc is None else gap_closed(erm_auc, ref_auc, auc),
+            f"{method}_delta_tpr": model.get("in_distribution", {}).get("delta_tpr"),
+            f"{method}_delta_tpr_counterfactual": cf,
+            f"{method}_flip_rate": model.get("cf_with", {}).get("flip_rate"),
+            f"{method}_verdict": shortcut_verdict(cf, _auc(model, "bias_free"), erm_free),
+        })  # fmt: skip
+    if "distilled_gap_closed" in entry:
+        entry["gap_closed"] = entry["distilled_gap_closed"]
     return entry
 

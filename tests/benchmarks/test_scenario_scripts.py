@@ -1,5 +1,7 @@
 """The scenario scripts' pieces: candidate files, resumable tables, run configs, the results page."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -120,3 +122,26 @@ def test_a_run_measures_the_shortcut_only_when_erm_learnt_it_and_the_reference_w
     assert scenario_runs.measures_shortcut(erm=0.16, reference=0.93, reference_bias_free=0.97)
     assert not scenario_runs.measures_shortcut(erm=0.07, reference=0.15, reference_bias_free=0.52)  # nothing learnt
     assert not scenario_runs.measures_shortcut(erm=0.1, reference=0.5, reference_bias_free=0.97)  # fooled
+
+
+def test_summary_row_scores_the_student_and_names_the_best_baseline_without_the_artifact(tmp_path):
+    from pipeline.experiment import ExperimentConfig
+
+    aucs = {"erm": (0.2, 0.88), "reference": (0.9, 0.97), "teacher": (0.95, 0.84), "distilled": (0.8, 0.87),
+            "jtt": (0.15, 0.85), "group_dro": (0.7, 0.9), "random_artifact": (0.96, 0.96)}  # fmt: skip
+    rows = [{"scenario": "localized2d", "method": m, "test_set": t, "auc": a}
+            for m, (inverted, free) in aucs.items() for t, a in (("bias_inverted", inverted), ("bias_free", free))]  # fmt: skip
+    report = tmp_path / "report"
+    report.mkdir()
+    pd.DataFrame(rows).to_csv(report / "results.csv", index=False)
+    claims = {"gap_closed": 6 / 7, "distilled_verdict": "removed", "teacher_verdict": "over-corrected",
+              "teacher_delta_tpr_counterfactual": -0.3, "distilled_flip_rate": 0.04}  # fmt: skip
+    (report / "acceptance.json").write_text(json.dumps({"localized2d": claims}))
+    config = ExperimentConfig(output=str(tmp_path), methods=list(aucs))
+    (row,) = scenario_runs.summary_rows("r", config, 10.0)
+    # random_artifact knows the artifact: it is not a baseline the student must beat
+    assert row["best_baseline_without_artifact_auc"] == pytest.approx(0.7)
+    assert row["best_agnostic_baseline_auc"] == pytest.approx(0.15)
+    assert (row["erm_bias_free_auc"], row["teacher_bias_free_auc"], row["distilled_bias_free_auc"]) == (0.88, 0.84, 0.87)
+    assert row["verdict"] == "removed" and row["teacher_verdict"] == "over-corrected"
+    assert row["teacher_cf_delta_tpr"] == pytest.approx(-0.3) and row["distilled_flip_rate"] == pytest.approx(0.04)

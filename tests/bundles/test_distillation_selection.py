@@ -49,3 +49,23 @@ def test_init_from_teacher_starts_at_the_teachers_weights(teacher_root, tiny_dat
                             init_from_teacher=False)  # fmt: skip
     run_workflow("distillation", "train", scratch)
     assert not _equal(_network(teacher_root / "student_scratch" / "models" / "model.pt"), teacher_net, learnt)
+
+
+def test_teacher_final_selection_makes_model_pt_the_last_epoch(tiny_datalist_2d, tmp_path):
+    settings = tiny_settings(tiny_datalist_2d, tmp_path, probe_epochs=1, max_epochs=3, teacher_selection="final")
+    run_workflow("teacher", "train", settings)
+    models = tmp_path / "teacher" / "models"
+    assert _equal(_network(models / "model.pt"), _network(models / "checkpoint_final.pt"))
+    saved = torch.load(models / "teacher.pt", weights_only=True)["network"]
+    assert _equal(saved, _network(models / "checkpoint_final.pt"))
+
+
+def test_teacher_selection_rejects_an_unknown_choice(tiny_datalist_2d, tmp_path):
+    settings = tiny_settings(tiny_datalist_2d, tmp_path, probe_epochs=1, max_epochs=1, teacher_selection="best")
+    with pytest.raises(Exception) as error:  # MONAI wraps the config's error: the cause names the value
+        run_workflow("teacher", "train", settings)
+    chain, cause = [], error.value
+    while cause is not None:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    assert any("selection 'best' is unknown" in message for message in chain)

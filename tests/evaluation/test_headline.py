@@ -49,3 +49,23 @@ def test_counterfactual_delta_tpr_is_the_protocol_s():
     assert rows["erm"]["ΔTPR (counterfactual)"] == pytest.approx(
         counterfactual_delta_tpr({"cf_with": {"tpr_bias1": 0.9}, "cf_without": {"tpr_bias0": 0.4}})
     )
+
+
+def test_gap_closed_and_verdict_are_scored_against_erm_and_the_reference():
+    results = _results()
+    reference = results[results["method"] == "erm"].assign(method="reference")
+    reference.loc[reference["test_set"] == "bias_inverted", "auc"] = 0.7
+    rows = headline_rows(pd.concat([results, reference]), "s")
+    # bias-inverted 0.3 (ERM), 0.7 (reference), 0.4 (student): a quarter of the gap
+    assert rows["distilled"]["gap closed"] == pytest.approx(0.25)
+    assert rows["erm"]["gap closed"] == pytest.approx(0.0) and rows["reference"]["gap closed"] == pytest.approx(1.0)
+    # the student's counterfactual ΔTPR is 0.9 - 0.5 = 0.4: it keeps the shortcut
+    assert rows["distilled"]["verdict"] == "kept"
+    text = headline_markdown(pd.concat([results, reference]))
+    assert text.splitlines()[2].endswith("| flip rate | gap closed | verdict |")
+    assert "| 25% | kept |" in next(r for r in text.splitlines() if r.startswith("| distilled"))
+
+
+def test_gap_closed_is_n_a_without_a_reference():
+    rows = headline_rows(_results(), "s")
+    assert math.isnan(rows["distilled"]["gap closed"])

@@ -38,7 +38,8 @@ def test_written_results_equal_a_recomputation_from_the_files(tmp_path):
     assert rows[3]["predictions"] == "predictions_bias_free.csv" and rows[2]["pair_predictions"] == rows[3]["predictions"]
     assert rows[2]["flip_rate"] == rows[3]["flip_rate"] and not np.isnan(rows[2]["flip_rate"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(metrics) == list(files) and tuple(metrics["bias_free"]) == protocol.METRIC_COLUMNS
+    assert list(metrics) == list(files) and tuple(metrics["bias_free"]) == protocol.NUMBER_COLUMNS
+    assert metrics["cf_with"]["flip_rate"] == rows[2]["flip_rate"]
     runs = [{"scenario": "s", "method": "m", "test_set": r["test_set"], "predictions": r["predictions"]} for r in rows]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -65,3 +66,49 @@ def test_gap_closed_and_acceptance():
     entry = protocol.acceptance({"erm": sets, "reference": reference, "distilled": distilled})
     assert entry["erm_gap"] == pytest.approx(0.6) and entry["gap_closed"] == pytest.approx(0.75)
     assert entry["erm_delta_tpr_counterfactual"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("cf", "bias_free", "verdict"),
+    [
+        (0.0, 0.88, "removed"),
+        (-0.10, 0.86, "removed"),  # both bounds are inclusive
+        (0.10, 0.86, "removed"),
+        (-0.11, 0.95, "over-corrected"),  # reversed reliance is never a success, however good otherwise
+        (0.11, 0.95, "kept"),
+        (0.05, 0.859, "finding lost"),  # more than 0.02 below ERM's 0.88
+        (None, 0.88, "n/a"),
+        (float("nan"), 0.88, "n/a"),
+    ],
+)
+def test_shortcut_verdict_is_symmetric_in_the_counterfactual_delta_tpr(cf, bias_free, verdict):
+    assert protocol.shortcut_verdict(cf, bias_free, 0.88) == verdict
+
+
+def test_shortcut_verdict_takes_another_bias_free_tolerance():
+    assert protocol.shortcut_verdict(0.0, 0.855, 0.88, max_bias_free_loss=0.03) == "removed"
+    assert protocol.shortcut_verdict(0.0, 0.845, 0.88, max_bias_free_loss=0.03) == "finding lost"
+
+
+def test_acceptance_scores_teacher_and_student_honestly():
+    erm = {"bias_inverted": {"auc": 0.2}, "bias_free": {"auc": 0.88, "tpr_bias0": 0.4},
+           "in_distribution": {"delta_tpr": 0.8}, "cf_with": {"tpr_bias1": 0.9, "flip_rate": 0.7}}  # fmt: skip
+    reference = {**erm, "bias_inverted": {"auc": 0.9}}
+    # the teacher closes more than the whole gap, but only because it lowers its output on the artifact
+    teacher = {"bias_inverted": {"auc": 0.95}, "bias_free": {"auc": 0.84, "tpr_bias0": 0.6},
+               "in_distribution": {"delta_tpr": -0.2}, "cf_with": {"tpr_bias1": 0.3, "flip_rate": 0.3}}  # fmt: skip
+    student = {"bias_inverted": {"auc": 0.83}, "bias_free": {"auc": 0.87, "tpr_bias0": 0.6},
+               "in_distribution": {"delta_tpr": 0.05}, "cf_with": {"tpr_bias1": 0.65, "flip_rate": 0.05}}  # fmt: skip
+    entry = protocol.acceptance({"erm": erm, "reference": reference, "teacher": teacher, "distilled": student})
+    assert entry["teacher_gap_closed"] == pytest.approx(0.75 / 0.7)
+    assert entry["teacher_delta_tpr_counterfactual"] == pytest.approx(-0.3)
+    assert entry["teacher_verdict"] == "over-corrected"
+    assert entry["distilled_gap_closed"] == pytest.approx(0.9) and entry["gap_closed"] == entry["distilled_gap_closed"]
+    assert entry["distilled_delta_tpr_counterfactual"] == pytest.approx(0.05)
+    assert entry["distilled_flip_rate"] == pytest.approx(0.05) and entry["distilled_verdict"] == "removed"
+    assert entry["erm_bias_free_auc"] == pytest.approx(0.88)
+
+
+def test_acceptance_without_a_bias_inverted_set_is_none_not_a_key_error():
+    sets = {"bias_free": {"auc": 0.8}, "in_distribution": {"auc": 0.9}}
+    assert protocol.acceptance({"erm": sets, "reference": sets}) is None

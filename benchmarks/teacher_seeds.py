@@ -1,0 +1,209 @@
+"""Teacher-seed spread of the distilled student, scored honestly.
+
+For each run of a runs file (a scenario and the experiment settings to test), one experiment trains
+the source model, ERM, the reference, the teacher and the student with seed 0 under ``<output>/<run>``
+(the default run's core); then, per further teacher seed ``s``, a teacher is trained with seed ``s``
+from that same source model and a student (seed ``s``) is distilled from it
+(``<scenario>/teacher_seed<s>_teacher`` and ``..._distilled``, with the settings they ran with in
+``settings.json``). One table row per (run, teacher seed) is written as soon as it is measured;
+``--resume`` reuses finished trainings whose settings are unchanged and the rows of ``--table``, so
+an interrupted study continues where it stopped.
+
+    python -m benchmarks.teacher_seeds --runs benchmarks/configs/teacher_seeds.yaml \\
+        --output runs/teacher_seeds --table benchmarks/results/teacher_seeds.csv --resume
+
+The verdict is :func:`pipeline.evaluation.protocol.shortcut_verdict` ("removed" only with
+|counterfactual ΔTPR| <= 0.10 and the bias-free AUC at most 0.02 below ERM's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+import yaml
+
+from benchmarks.seed_runs import _metrics
+from pipeline.atomic import atomic_path, write_text
+from pipeline.bundles import run_bundle
+from pipeline.evaluation.protocol import acceptance
+from pipeline.experiment import ExperimentConfig, run_experiment, run_settings
+
+BASE_METHODS = ["source", "erm", "reference"]
+RUN_KEYS = {"scenario", "teacher_seeds", "settings", "method_settings"}
+COLUMNS = [
+    "run", "scenario", "network", "teacher_seed",
+    "erm_bias_inverted_auc", "reference_bias_inverted_auc", "teacher_bias_inverted_auc", "distilled_bias_inverted_auc",
+    "erm_bias_free_auc", "teacher_bias_free_auc", "distilled_bias_free_auc",
+    "teacher_cf_delta_tpr", "distilled_cf_delta_tpr", "teacher_flip_rate", "distilled_flip_rate",
+    "gap_closed", "teacher_verdict", "verdict", "seconds", "threads", "machine",
+]  # fmt: skip
+
+
+def load_runs(path: str | Path) -> dict[str, dict]:
+    """The runs file: ``name -> {scenario, teacher_seeds, settings?, method_settings?}``.
+
+    Raises:
+        ValueError: a run without scenario or teacher seeds, or with an unknown key.
+    """
+    runs = yaml.safe_load(Path(path).read_text()) or {}
+    for name, run in runs.items():
+        if not isinstance(run, dict) or not {"scenario", "teacher_seeds"} <= set(run):
+            raise ValueError(f"{path}: run '{name}' needs 'scenario' and 'teacher_seeds', got {run!r}")
+        unknown = sorted(set(run) - RUN_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: run '{name}' has unknown key(s) {unknown}; allowed: {sorted(RUN_KEYS)}")
+    return runs
+
+
+def base_config(run: Mapping[str, Any], output: Path, methods: Sequence[str] = BASE_METHODS) -> ExperimentConfig:
+    """The experiment of one run (by default the source model, ERM and the reference), no analyses."""
+    config = ExperimentConfig(
+        output=str(output),
+        scenarios=[run["scenario"]],
+        methods=list(methods),
+        settings={"tensorboard": False, **run.get("settings", {})},
+        method_settings=dict(run.get("method_settings", {})),
+        layer_analysis=False,
+        saliency=False,
+    )
+    config.validate()
+    return config
+
+
+def _train_and_evaluate(bundle: str, scenario: str, root: Path, settings: Mapping[str, Any], resume: bool) -> dict:
+    """Train and evaluate one bundle run into ``root/<bundle_name>``, unless ``resume`` finds it
+    evaluated with the same settings (``settings.json`` beside it); returns its metrics."""
+    folder = root / settings["bundle_name"]
+    record = json.dumps(dict(settings), sort_keys=True, default=str)
+    done = folder / "settings.json"
+    if not (resume and (folder / "eval" / "metrics.json").is_file() and done.is_file() and done.read_text() == record):
+        done.unlink(missing_ok=True)
+        for workflow in ("train", "evaluate"):
+            run_bundle(bundle, workflow, scenario, settings=dict(settings), log_config=False)
+        write_text(record, done)
+    return _metrics(folder)
+
+
+def train_teacher_and_student(config: ExperimentConfig, seed: int, resume: bool) -> dict[str, dict]:
+    """Metrics of the teacher trained with ``seed`` from the run's source model, and of the student
+    (``seed``) distilled from it; the settings are the experiment's own for those methods."""
+    scenario = config.scenarios[0]
+    root = Path(config.output).absolute() / scenario
+    prefix = f"teacher_seed{seed}_"
+    full = ExperimentConfig(**{**config.__dict__, "methods": [*BASE_METHODS, "teacher", "distilled"]})
+    quiet = {"progress_bar": False}
+    teacher = {**run_settings(full, scenario, "teacher"), **quiet, "bundle_name": prefix + "teacher", "seed": seed}
+    student = {
+        **run_settings(full, scenario, "distilled"),
+        **quiet,
+        "bundle_name": prefix + "distilled",
+        "seed": seed,
+        "teacher_checkpoint": str(root / (prefix + "teacher") / "models" / "teacher.pt"),
+    }
+    return {
+        "teacher": _train_and_evaluate("teacher", scenario, root, teacher, resume),
+        "distilled": _train_and_evaluate("distillation", scenario, root, student, resume),
+    }
+
+
+def table_row(name: str, config: ExperimentConfig, seed: int, metrics: Mapping[str, dict], seconds: float) -> dict:
+    """One row of the table from ``{erm, reference, teacher, distilled}`` metrics."""
+    claims = acceptance(metrics) or {}
+    return {
+        "run": name,
+        "scenario": config.scenarios[0],
+        "network": config.settings.get("network_name", "small_cnn"),
+        "teacher_seed": seed,
+        **{f"{m}_bias_inverted_auc": claims.get(f"{m}_bias_inverted_auc") for m in ("erm", "reference", "teacher", "distilled")},
+        **{f"{m}_bias_free_auc": claims.get(f"{m}_bias_free_auc") for m in ("erm", "teacher", "distilled")},
+        **{f"{m}_cf_delta_tpr": claims.get(f"{m}_delta_tpr_counterfactual") for m in ("teacher", "distilled")},
+        **{f"{m}_flip_rate": claims.get(f"{m}_flip_rate") for m in ("teacher", "distilled")},
+        "gap_closed": claims.get("distilled_gap_closed"),
+        "teacher_verdict": claims.get("teacher_verdict"),
+        "verdict": claims.get("distilled_verdict"),
+        "seconds": round(seconds),
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+    }  # fmt: skip
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+    """The rows as CSV (atomically), in the order of :data:`COLUMNS`, 4 decimals; rows of other
+    (run, teacher seed) pairs already in the file are kept, so studies of different runs can write
+    the same table."""
+    table = pd.DataFrame(list(rows), columns=COLUMNS)
+    if Path(path).is_file():
+        old = pd.read_csv(path)
+        ours = set(zip(table["run"], table["teacher_seed"].astype(int)))
+        keep = [(run, int(seed)) not in ours for run, seed in zip(old["run"], old["teacher_seed"])]
+        table = pd.concat([old[keep], table], ignore_index=True) if any(keep) else table
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+
+
+def spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run: gap closed mean, lowest, highest, max - min, and how many teachers' students removed
+    the shortcut (the issue's stability check)."""
+    groups = table.groupby("run", sort=False)
+    return pd.DataFrame({
+        "teachers": groups.size(),
+        "gap_closed_mean": groups["gap_closed"].mean(),
+        "gap_closed_min": groups["gap_closed"].min(),
+        "gap_closed_max": groups["gap_closed"].max(),
+        "gap_closed_spread": groups["gap_closed"].max() - groups["gap_closed"].min(),
+        "removed": groups["verdict"].apply(lambda v: int((v == "removed").sum())),
+    })  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", default="benchmarks/configs/teacher_seeds.yaml", help="runs file (YAML)")
+    parser.add_argument("--output", default="runs/teacher_seeds", help="folder of the runs' experiments")
+    parser.add_argument("--table", default="benchmarks/results/teacher_seeds.csv", help="CSV to write")
+    parser.add_argument("--only", nargs="+", help="run only these runs of the file")
+    parser.add_argument("--resume", action="store_true", help="reuse finished trainings and rows of --table")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.runs)
+    unknown = sorted(set(args.only or []) - set(runs))
+    if unknown:
+        parser.error(f"--only: no run(s) {unknown} in {args.runs}; runs: {list(runs)}")
+    old = pd.read_csv(args.table) if args.resume and Path(args.table).is_file() else pd.DataFrame(columns=COLUMNS)
+    rows = {(r["run"], int(r["teacher_seed"])): r for r in old.to_dict("records")}
+    for name, run in runs.items():
+        if args.only and name not in args.only:
+            continue
+        output = Path(args.output) / name
+        config = base_config(run, output)
+        run_experiment(config, resume=args.resume)
+        root = Path(config.output).absolute() / run["scenario"]
+        base = {m: _metrics(root / m) for m in ("erm", "reference")}
+        for seed in run["teacher_seeds"]:
+            if args.resume and (name, seed) in rows:
+                continue
+            start = time.perf_counter()
+            if seed == 0:  # the default run's own teacher and student: the experiment adds them
+                run_experiment(base_config(run, output, [*BASE_METHODS, "teacher", "distilled"]), resume=True)
+                models = {m: _metrics(root / m) for m in ("teacher", "distilled")}
+            else:
+                models = train_teacher_and_student(config, seed, args.resume)
+            rows[(name, seed)] = table_row(name, config, seed, {**base, **models}, time.perf_counter() - start)
+            write_table(rows.values(), args.table)
+            row = rows[(name, seed)]
+            print(f"{name} teacher seed {seed}: gap closed {row['gap_closed']:.0%}, "
+                  f"cf ΔTPR {row['distilled_cf_delta_tpr']:.2f}, bias-free {row['distilled_bias_free_auc']:.3f} "
+                  f"(ERM {row['erm_bias_free_auc']:.3f}): {row['verdict']}", flush=True)  # fmt: skip
+    table = pd.DataFrame(list(rows.values()), columns=COLUMNS)
+    print(spread(table).to_string(float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
