@@ -26,7 +26,8 @@ import torch
 import yaml
 
 from benchmarks.scenario_validity import append_row
-from pipeline.atomic import write_text
+from pipeline.atomic import atomic_path, write_text
+from pipeline.evaluation.protocol import shortcut_verdict
 from pipeline.experiment import ExperimentConfig, run_experiment
 
 CORE = ("erm", "reference", "teacher", "distilled")
@@ -205,6 +206,57 @@ def write_page(table: pd.DataFrame, output: Path, page: Path) -> None:
     write_text("\n".join(lines), page)
 
 
+def page_headlines(page: str | Path) -> dict[str, dict[str, dict[str, str]]]:
+    """The per-run headline tables of a results page (:func:`write_page`): run -> method -> column
+    -> cell text."""
+    headlines: dict[str, dict[str, dict[str, str]]] = {}
+    run, header = None, None
+    for line in Path(page).read_text().splitlines():
+        if line.startswith("## "):
+            run, header = line[3:].strip(), None
+        elif run is not None and line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells[0] == "method":
+                header = cells
+            elif header is not None and cells[0] != "---":
+                headlines.setdefault(run, {})[cells[0]] = dict(zip(header, cells))
+    return headlines
+
+
+SCORE_COLUMNS = ("erm_bias_free_auc", "teacher_bias_free_auc", "distilled_bias_free_auc", "teacher_cf_delta_tpr",
+                 "teacher_flip_rate", "distilled_flip_rate", "teacher_verdict", "verdict")  # fmt: skip
+
+
+def rescore(table: pd.DataFrame, headlines: Mapping[str, Mapping[str, Mapping[str, str]]]) -> pd.DataFrame:
+    """Fill the honest-scoring columns of rows measured before they existed from the runs' headline
+    tables (as printed: AUCs to 3 decimals, ΔTPR and flip rates to 2); rows that have them stay."""
+    table = table.copy()
+    for column in SCORE_COLUMNS:
+        if column not in table:
+            table[column] = None
+    table[list(SCORE_COLUMNS)] = table[list(SCORE_COLUMNS)].astype(object)
+
+    def number(run: str, method: str, column: str) -> float:
+        cell = headlines.get(run, {}).get(method, {}).get(column, "n/a")
+        return float("nan") if cell in ("n/a", "") else float(cell)
+
+    for index, row in table.iterrows():
+        if not pd.isna(row["erm_bias_free_auc"]) or row["run"] not in headlines:
+            continue
+        run = row["run"]
+        free = {m: number(run, m, "bias-free AUC") for m in ("erm", "teacher", "distilled")}
+        cf = {m: number(run, m, "ΔTPR (counterfactual)") for m in ("teacher", "distilled")}
+        table.loc[index, "erm_bias_free_auc"] = free["erm"]
+        table.loc[index, "teacher_bias_free_auc"] = free["teacher"]
+        table.loc[index, "distilled_bias_free_auc"] = free["distilled"]
+        table.loc[index, "teacher_cf_delta_tpr"] = cf["teacher"]
+        table.loc[index, "teacher_flip_rate"] = number(run, "teacher", "flip rate")
+        table.loc[index, "distilled_flip_rate"] = number(run, "distilled", "flip rate")
+        table.loc[index, "teacher_verdict"] = shortcut_verdict(cf["teacher"], free["teacher"], free["erm"])
+        table.loc[index, "verdict"] = shortcut_verdict(cf["distilled"], free["distilled"], free["erm"])
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario_runs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="benchmarks/configs/scenario_runs.yaml", help="YAML: run name -> experiment settings")
@@ -213,7 +265,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default="benchmarks/results/scenario_runs.csv")
     parser.add_argument("--page", help="results page to write from the table and the reports (markdown)")
     parser.add_argument("--resume", action="store_true", help="skip runs in the table, continue interrupted ones")
+    parser.add_argument(
+        "--rescore-from-page", metavar="PAGE",
+        help="only fill the scoring columns of the table's older rows from PAGE's headline tables, then exit",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.rescore_from_page:
+        rescored = rescore(pd.read_csv(args.table), page_headlines(args.rescore_from_page))
+        with atomic_path(args.table) as tmp:
+            rescored.to_csv(tmp, index=False, float_format="%.4f")
+        return 0
     try:
         runs = load_runs(args.runs)
         unknown = sorted(set(args.only or ()) - set(runs))

@@ -145,3 +145,20 @@ def test_summary_row_scores_the_student_and_names_the_best_baseline_without_the_
     assert (row["erm_bias_free_auc"], row["teacher_bias_free_auc"], row["distilled_bias_free_auc"]) == (0.88, 0.84, 0.87)
     assert row["verdict"] == "removed" and row["teacher_verdict"] == "over-corrected"
     assert row["teacher_cf_delta_tpr"] == pytest.approx(-0.3) and row["distilled_flip_rate"] == pytest.approx(0.04)
+
+
+def test_older_rows_are_rescored_from_the_page_headlines_and_newer_rows_kept(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Results\n\n| run | gap_closed |\n| --- | --- |\n| a | 0.5 |\n\n## a\n\n### localized2d\n\n"
+        "| method | needs | bias-free AUC | ΔTPR (counterfactual) | flip rate |\n| --- | --- | --- | --- | --- |\n"
+        "| erm | - | 0.880 | 0.76 | 0.84 |\n| teacher | x | 0.836 | -0.12 | 0.06 |\n| distilled | y | 0.875 | 0.27 | 0.14 |\n"
+    )
+    headlines = scenario_runs.page_headlines(page)
+    assert headlines["a"]["teacher"]["ΔTPR (counterfactual)"] == "-0.12"
+    table = pd.DataFrame({"run": ["a", "b"], "erm_bias_free_auc": [float("nan"), 0.9], "verdict": [None, "removed"]})
+    rescored = scenario_runs.rescore(table, headlines)
+    a, b = rescored.iloc[0], rescored.iloc[1]
+    assert (a["erm_bias_free_auc"], a["distilled_bias_free_auc"], a["distilled_flip_rate"]) == (0.88, 0.875, 0.14)
+    assert a["verdict"] == "kept" and a["teacher_verdict"] == "over-corrected"
+    assert b["verdict"] == "removed" and b["erm_bias_free_auc"] == 0.9  # measured with the columns: untouched
