@@ -7,7 +7,9 @@ from that same source model and a student (seed ``s``) is distilled from it
 (``<scenario>/teacher_seed<s>_teacher`` and ``..._distilled``, with the settings they ran with in
 ``settings.json``). One table row per (run, teacher seed) is written as soon as it is measured;
 ``--resume`` reuses finished trainings whose settings are unchanged and the rows of ``--table``, so
-an interrupted study continues where it stopped.
+an interrupted study continues where it stopped. A run with ``teachers_from: <run>`` trains only
+students, from that run's teachers, ERM and reference (student settings compared on the same
+teachers, e.g. the cross-entropy weight).
 
     python -m benchmarks.teacher_seeds --runs benchmarks/configs/teacher_seeds.yaml \\
         --output runs/teacher_seeds --table benchmarks/results/teacher_seeds.csv --resume
@@ -37,7 +39,7 @@ from pipeline.evaluation.protocol import acceptance
 from pipeline.experiment import ExperimentConfig, run_experiment, run_settings
 
 BASE_METHODS = ["source", "erm", "reference"]
-RUN_KEYS = {"scenario", "teacher_seeds", "settings", "method_settings"}
+RUN_KEYS = {"scenario", "teacher_seeds", "settings", "method_settings", "teachers_from"}
 COLUMNS = [
     "run", "scenario", "network", "teacher_seed",
     "erm_bias_inverted_auc", "reference_bias_inverted_auc", "teacher_bias_inverted_auc", "distilled_bias_inverted_auc",
@@ -60,7 +62,33 @@ def load_runs(path: str | Path) -> dict[str, dict]:
         unknown = sorted(set(run) - RUN_KEYS)
         if unknown:
             raise ValueError(f"{path}: run '{name}' has unknown key(s) {unknown}; allowed: {sorted(RUN_KEYS)}")
+        source = run.get("teachers_from")
+        if source is not None and (source not in runs or runs[source]["scenario"] != run["scenario"]):
+            raise ValueError(f"{path}: run '{name}': teachers_from '{source}' is not a run of scenario {run['scenario']}")
     return runs
+
+
+def train_student(config: ExperimentConfig, teacher_root: Path, seed: int, resume: bool) -> dict[str, dict]:
+    """Metrics of the teacher of ``seed`` in another run's folder ``teacher_root`` and of a student
+    (``seed``, this run's settings) distilled from it into this run's folder.
+
+    Raises:
+        FileNotFoundError: that teacher was not trained and evaluated yet.
+    """
+    scenario = config.scenarios[0]
+    teacher = teacher_root / ("teacher" if seed == 0 else f"teacher_seed{seed}_teacher")
+    if not (teacher / "eval" / "metrics.json").is_file():
+        raise FileNotFoundError(f"{teacher} has no evaluated teacher: run the teachers' run first")
+    full = ExperimentConfig(**{**config.__dict__, "methods": [*BASE_METHODS, "teacher", "distilled"]})
+    student = {
+        **run_settings(full, scenario, "distilled"),
+        "progress_bar": False,
+        "bundle_name": f"teacher_seed{seed}_distilled",
+        "seed": seed,
+        "teacher_checkpoint": str(teacher / "models" / "teacher.pt"),
+    }
+    root = Path(config.output).absolute() / scenario
+    return {"teacher": _metrics(teacher), "distilled": _train_and_evaluate("distillation", scenario, root, student, resume)}
 
 
 def base_config(run: Mapping[str, Any], output: Path, methods: Sequence[str] = BASE_METHODS) -> ExperimentConfig:
@@ -182,14 +210,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         output = Path(args.output) / name
         config = base_config(run, output)
-        run_experiment(config, resume=args.resume)
         root = Path(config.output).absolute() / run["scenario"]
-        base = {m: _metrics(root / m) for m in ("erm", "reference")}
+        teacher_root = None
+        if run.get("teachers_from"):
+            teacher_root = Path(args.output).absolute() / run["teachers_from"] / run["scenario"]
+        else:
+            run_experiment(config, resume=args.resume)
+        base = {m: _metrics((teacher_root or root) / m) for m in ("erm", "reference")}
         for seed in run["teacher_seeds"]:
             if args.resume and (name, seed) in rows:
                 continue
             start = time.perf_counter()
-            if seed == 0:  # the default run's own teacher and student: the experiment adds them
+            if teacher_root is not None:
+                models = train_student(config, teacher_root, seed, args.resume)
+            elif seed == 0:  # the default run's own teacher and student: the experiment adds them
                 run_experiment(base_config(run, output, [*BASE_METHODS, "teacher", "distilled"]), resume=True)
                 models = {m: _metrics(root / m) for m in ("teacher", "distilled")}
             else:

@@ -79,3 +79,17 @@ def test_table_keeps_the_rows_of_other_runs_and_replaces_its_own(tmp_path):
     teacher_seeds.write_table([teacher_seeds.table_row("a", config, 0, METRICS, 3.0)], path)
     table = pd.read_csv(path)
     assert sorted(zip(table["run"], table["seconds"])) == [("a", 3), ("b", 2)]
+
+
+def test_teachers_from_must_name_a_run_of_the_same_scenario(tmp_path):
+    path = tmp_path / "runs.yaml"
+    path.write_text("a: {scenario: localized2d, teacher_seeds: [0]}\n"
+                    "b: {scenario: diffuse2d, teacher_seeds: [0], teachers_from: a}\n")  # fmt: skip
+    with pytest.raises(ValueError, match="run 'b': teachers_from 'a' is not a run of scenario diffuse2d"):
+        teacher_seeds.load_runs(path)
+
+
+def test_a_student_run_needs_its_teacher_trained(tmp_path):
+    config = teacher_seeds.base_config({"scenario": "localized2d"}, tmp_path / "students")
+    with pytest.raises(FileNotFoundError, match="teacher_seed2_teacher has no evaluated teacher"):
+        teacher_seeds.train_student(config, tmp_path / "teachers" / "localized2d", 2, resume=True)
