@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test test-slow test-gpu lint bench clean
+.PHONY: setup run test test-slow test-gpu lint bench mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test-slow: setup
 # every test skips with its reason where CUDA or enough GPUs are missing
 test-gpu: setup
 	$(PY) -m pytest -q -rs -m gpu $(ARGS)
+
+# Mutation testing of the method's modules (setup.cfg [mutmut]; docs/testing.md). Resumable: mutmut
+# keeps its results in mutants/ and tests only mutants without a result (name survivors in MUTANTS to
+# retest them). MUTANTS: mutant-name globs, e.g. "pipeline.distillation.losses.*"; MUTATE_JOBS: workers.
+MUTANTS ?=
+MUTATE_JOBS ?= 1
+mutate: setup
+	OMP_NUM_THREADS=1 nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) -m tests.mutation_summary
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline data_prep tests benchmarks docker
