@@ -30,14 +30,14 @@ test-slow: setup
 test-gpu: setup
 	$(PY) -m pytest -q -rs -m gpu $(ARGS)
 
-# Mutation testing of the method's modules (setup.cfg [mutmut]; docs/testing.md). Resumable: mutmut
-# keeps its results in mutants/ and tests only mutants without a result (name survivors in MUTANTS to
-# retest them). MUTANTS: mutant-name globs, e.g. "pipeline.distillation.losses.*"; MUTATE_JOBS: workers.
-MUTANTS ?=
+# Mutation testing of the method's modules, each against its own tests (tests/mutation.py,
+# docs/testing.md). Resumable: results stay in .mutmut/<module>/; a rerun tests only mutants without
+# a result (RETEST=--retest reruns the survivors too). MODULES: e.g. "losses trainer" (default: all).
+MODULES ?=
 MUTATE_JOBS ?= 1
+RETEST ?=
 mutate: setup
-	OMP_NUM_THREADS=1 nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
-	$(PY) -m tests.mutation_summary
+	nice -n 10 $(PY) -m tests.mutation run $(MODULES) --jobs $(MUTATE_JOBS) $(RETEST)
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline data_prep tests benchmarks docker
