@@ -286,3 +286,58 @@ def test_unknown_probe_fit_is_refused():
     probes = _Probes({"a": _identity_probe()})
     with pytest.raises(ValueError, match="probe_fit"):
         ProbeKLStageLoss([["a", "a"]], probes, probes, probe_fit="teacher")
+
+
+def test_kl_is_computed_in_float32_for_half_precision_logits():
+    value = kl_divergence(torch.tensor(STUDENT, dtype=torch.bfloat16), torch.tensor(TEACHER, dtype=torch.bfloat16), 2.0)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(_kd(STUDENT, TEACHER, 2.0), rel=1e-5)  # the inputs are exact in bfloat16
+
+
+def test_probes_fitted_by_the_kl_get_its_gradient():
+    student_probes = _Probes({"s": _identity_probe()})
+    loss = ProbeKLStageLoss([["s", "s"]], student_probes, _Probes({"s": _identity_probe()}), 2.0, "kl")
+    features = _map([0.0, 1.0]).requires_grad_(True)
+    value = loss({"s": features}, {"s": torch.tensor([[1.0, 0.0]])})["s"]
+    grads = torch.autograd.grad(value, [features, *student_probes.parameters()])
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_attention_of_a_small_map_is_still_unit_norm():
+    small = FEATURE * 0.01  # channel means of |f|^2 far below 1: no floor on the norm may act
+    attention = AttentionTransferStageLoss([["s", "s"]]).attention(small)
+    assert attention.flatten().tolist() == pytest.approx(_normalised(ATTENTION[2.0]), rel=1e-5)
+
+
+def test_feature_mse_resizes_bilinearly_with_pixel_centres_and_along_one_axis_only():
+    loss = FeatureMSEStageLoss([["s", "t"]], {"s": 1}, {"t": 1})
+    with torch.no_grad():
+        loss.adapters[0].weight.fill_(1.0)
+        loss.adapters[0].bias.zero_()
+    # (0, 1) resized to width 4 with align_corners=False: (0, 0.25, 0.75, 1); against zeros
+    student = torch.tensor([[[[0.0, 1.0]]]])
+    target = torch.zeros(1, 1, 1, 4)
+    expected = (0 + 0.25**2 + 0.75**2 + 1) / 4
+    assert loss({"s": student}, {"t": target})["s<-t"].item() == pytest.approx(expected, rel=1e-6)
+    # the height alone differs: resized too
+    tall = loss({"s": torch.ones(1, 1, 2, 4)}, {"t": torch.zeros(1, 1, 4, 4)})["s<-t"]
+    assert tall.item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_error_messages_name_the_setting_and_what_was_given():
+    with pytest.raises(ValueError, match=r"^stage_pairs: give at least one \[student_stage, teacher_stage\] pair$"):
+        AttentionTransferStageLoss([])
+    with pytest.raises(ValueError, match=r"^stage_pairs: each entry must be \[student_stage, teacher_stage\], got \['a'\]$"):
+        AttentionTransferStageLoss([["a"]])
+    probes = _Probes({"a": _identity_probe()})
+    with pytest.raises(ValueError, match=r"^probe_fit must be one of \['kl', 'labels'\], got 'x'$"):
+        ProbeKLStageLoss([["a", "a"]], probes, probes, probe_fit="x")
+    with pytest.raises(ValueError, match=r"^stage_weights: 1 weight\(s\) \[1.0\] for 2 stage pair\(s\) \[\['a', 'a'\], \['b', 'b'\]\]$"):
+        DistillationObjective(AttentionTransferStageLoss([["a", "a"], ["b", "b"]]), stage_weights=[1.0])
+    with pytest.raises(ValueError, match=r"^student stage 's' has no channel count; known stages: \['x'\]$"):
+        FeatureMSEStageLoss([["s", "t"]], {"x": 1}, {"t": 2})
+    objective = DistillationObjective(
+        ProbeKLStageLoss([["a", "a"]], probes, _Probes({"a": _identity_probe()}), probe_fit="labels")
+    )
+    with pytest.raises(ValueError, match=r"^student probes fitted to the labels need the batch labels$"):
+        objective({"a": _map([0.0, 1.0])}, torch.zeros(1, 2), {"a": torch.zeros(1, 2), "logits": torch.zeros(1, 2)})
