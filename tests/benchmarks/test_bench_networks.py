@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import bench_networks
 from pipeline.networks import build_network, registered_networks
@@ -11,7 +12,10 @@ def test_every_case_builds_its_network_with_its_options():
     for name, (network, dims, side, batch, options) in bench_networks.CASES.items():
         assert network in registered_networks(), name
         assert dims in (2, 3) and side > 0 and batch > 0, name
-        assert build_network(network, dims, 1, 2, **options) is not None, name
+        network = build_network(network, dims, 1, 2, **options).eval()
+        with torch.no_grad():
+            logits = network(torch.rand(2, 1, *(side,) * dims))
+        assert logits.shape == (2, 2), name
 
 
 def test_the_table_has_one_row_per_case_with_its_ratio_to_the_first(tmp_path, monkeypatch):
@@ -23,7 +27,6 @@ def test_the_table_has_one_row_per_case_with_its_ratio_to_the_first(tmp_path, mo
     table = pd.read_csv(out)
     assert list(table["case"]) == ["small", "wide"]
     assert (table["images_per_s"] > 0).all()
-    assert table["ratio_to_first"].iloc[0] == 1.0
     assert table["ratio_to_first"].iloc[1] == pytest.approx(table["images_per_s"].iloc[1] / table["images_per_s"].iloc[0], rel=0.01)
 
 

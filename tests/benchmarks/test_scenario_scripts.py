@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from benchmarks import scenario_runs, scenario_validity
 
@@ -70,7 +71,9 @@ def test_layer_figure_sets_the_runs_side_by_side(tmp_path):
     table = pd.DataFrame(rows)
     tables = scenario_runs.layer_tables(table, tmp_path)
     out = scenario_runs.layer_figure(tables, tmp_path / "fig.png")
-    assert out == tmp_path / "fig.png" and out.stat().st_size > 0
+    assert out == tmp_path / "fig.png"
+    with Image.open(out) as image:  # two runs side by side (4.2 in each), three metrics stacked (3 in each)
+        assert image.format == "PNG" and image.size[0] / image.size[1] == pytest.approx(8.4 / 9.0, rel=0.02)
     assert scenario_runs.layer_figure(scenario_runs.layer_tables(table.iloc[:1], tmp_path), tmp_path / "one.png") is None
     stages = scenario_runs.stage_table(tables, "counterfactual_kl")
     assert list(stages.columns) == ["run", "model", "stage 1", "stage 2", "stage 3", "stage 4"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from monai.bundle import ConfigWorkflow
 
 from pipeline.bundles import config_files, logging_file, meta_file
@@ -44,3 +45,20 @@ def run_workflow(bundle, kind="train", settings=None, scenario=None, overrides=(
     wf.run()
     wf.finalize()
     return wf
+
+
+def assert_same_weights(actual: dict, expected: dict, what: str = "") -> None:
+    """Two state dicts hold the same tensors: floats within float noise (relative to each
+    tensor's scale), everything else equal; nested dicts (optimizer states) compared entry by entry."""
+    assert actual.keys() == expected.keys(), what
+    for key, value in expected.items():
+        name = f"{what}{key}"
+        if isinstance(value, dict):
+            assert_same_weights(actual[key], value, f"{name}.")
+        elif isinstance(value, torch.Tensor) and value.is_floating_point():
+            scale = value.abs().max().item() or 1.0
+            torch.testing.assert_close(actual[key], value, rtol=1e-4, atol=1e-5 * scale, msg=name)
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(actual[key], value), name
+        else:
+            assert actual[key] == value, name

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import tiny_settings
+from bundle_helpers import assert_same_weights, tiny_settings
 
 from pipeline.bundles import monai_command, run_bundle
 from pipeline.engine.finite_checks import NonFiniteError
@@ -54,16 +54,6 @@ def _final_network(root) -> dict:
     ]
 
 
-def _assert_same_weights(actual: dict, expected: dict) -> None:
-    assert actual.keys() == expected.keys()
-    for key, value in expected.items():
-        if value.is_floating_point():
-            scale = value.abs().max().item() or 1.0
-            torch.testing.assert_close(actual[key], value, rtol=1e-4, atol=1e-5 * scale, msg=key)
-        else:
-            assert torch.equal(actual[key], value), key
-
-
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tiny_datalist_2d, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     models = killed / "baseline" / "models"
@@ -90,10 +80,10 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tiny_datalist
     assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stdout.read().decode()[-2000:]
     trainer = torch.load(models / "checkpoint_final.pt", weights_only=True)["trainer"]
     assert trainer["iteration"] == 4 * trainer["epoch_length"]
-    _assert_same_weights(_final_network(killed), _final_network(whole))
+    assert_same_weights(_final_network(killed), _final_network(whole))
     best_killed = torch.load(models / "model.pt", weights_only=True)
     best_whole = torch.load(whole / "baseline" / "models" / "model.pt", weights_only=True)
-    _assert_same_weights(best_killed, best_whole)
+    assert_same_weights(best_killed, best_whole)
 
 
 def test_resume_without_a_per_epoch_checkpoint_says_so(tiny_datalist_2d, tmp_path):

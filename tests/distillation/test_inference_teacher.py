@@ -63,7 +63,7 @@ def test_frozen_script_gives_the_eager_outputs_at_another_batch_size(name, dims,
     stages = list(network_stages(name, dims))
     folded = folded_copy(network)
     script = frozen_script(folded, stages, channels_last(torch.rand(4, 1, *(size,) * dims)))
-    assert script is not None
+    assert isinstance(script, torch.jit.ScriptModule)  # traced, not the eager fallback (None)
     images = torch.rand(3, 1, *(size,) * dims)
     with torch.no_grad(), FeatureHooks(network, stages) as hooks:
         logits, features = script(channels_last(images))

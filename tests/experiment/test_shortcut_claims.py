@@ -80,4 +80,5 @@ def test_small_run_erm_learns_the_shortcut(small_claims):
 def test_small_run_distillation_reduces_the_shortcut(small_claims):
     assert small_claims["gap_closed"] >= 0.4
     erm_cf, distilled_cf = (small_claims[f"{m}_delta_tpr_counterfactual"] for m in ("erm", "distilled"))
-    assert distilled_cf <= 0.6 * erm_cf
+    # abs(): a student whose shortcut is reversed (negative ΔTPR) has not lost it
+    assert abs(distilled_cf) <= 0.6 * abs(erm_cf)

@@ -105,6 +105,7 @@ def test_bundle_config_instantiates_artifacts_and_injection():
     assert out["image"].shape == (1, 32, 32)
 
 
+@pytest.mark.gpu  # selected by `make test-gpu`
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_cuda_tensor_stays_on_device(name):
