@@ -199,7 +199,7 @@ def test_command_line_values_are_literals_json_constants_or_text(text, value):
     """Every command line that overrides config ids (bundles, export, experiment --set, the
     sweeps) reads values the same way; a lowercase ``false`` is False, not the truthy text."""
     from pipeline.bundles import parse_value
-    from pipeline.experiment import _parse_setting
+    from pipeline.experiment.run import _parse_setting
 
     assert parse_value(text) == value and type(parse_value(text)) is type(value)
     assert _parse_setting(f"key={text}") == ("key", value)
@@ -210,7 +210,7 @@ def test_a_value_that_opens_a_mapping_but_does_not_parse_is_an_error_naming_it()
     import argparse
 
     from pipeline.bundles import parse_value
-    from pipeline.experiment import _parse_setting
+    from pipeline.experiment.run import _parse_setting
 
     with pytest.raises(ValueError, match=r"'\{a: \[1\}'.*not valid YAML"):
         parse_value("{a: [1}")
