@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import dataclasses
+import errno
 import sys
 from typing import Sequence
 

@@ -9,7 +9,6 @@ but knows nothing of groups or exact counts, so the allocation is written here o
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Sequence
 

@@ -70,11 +70,13 @@ def acquire(folder: str | Path, what: str = "run") -> Path | None:
                 time.sleep(0.2)  # being written by a run starting right now
                 continue
             if holder is not None and holder.get("host") != host:
-                raise OutputInUseError(_in_use_message(folder, path, holder, host))
+                raise OutputInUseError(_in_use_message(folder, path, holder, host)) from None
             if holder is not None and holder["pid"] != os.getpid():
                 if _alive(holder["pid"]):
-                    raise OutputInUseError(_in_use_message(folder, path, holder, host))
-                logger.warning("%s: removing the stale lock of pid %s (no longer running)", folder, holder["pid"])
+                    raise OutputInUseError(_in_use_message(folder, path, holder, host)) from None
+                logger.warning(
+                    "%s: removing the stale lock of pid %s (no longer running)", folder, holder["pid"]
+                )
             path.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as handle:

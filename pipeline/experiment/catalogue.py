@@ -49,20 +49,39 @@ class Method:
 
 
 def _mitigation(name: str, needs_to_know: str = "-", upstream: tuple[Upstream, ...] = ()) -> Method:
-    return Method(name, "baseline", (str(MITIGATION / f"{name}.yaml"),), upstream=upstream, needs_to_know=needs_to_know)
+    return Method(
+        name, "baseline", (str(MITIGATION / f"{name}.yaml"),), upstream=upstream, needs_to_know=needs_to_know
+    )
 
 
 ERM_MODEL = Upstream("erm", "erm_checkpoint")
 
 CATALOGUE: tuple[Method, ...] = (
-    Method("source", "baseline", (str(BASELINE_CONFIGS / "source.yaml"),), needs_to_know="external labelled data"),
+    Method(
+        "source", "baseline", (str(BASELINE_CONFIGS / "source.yaml"),), needs_to_know="external labelled data"
+    ),
     Method("erm", "baseline", analysed=True),
-    Method("reference", "baseline", settings={"train_bias_mode": "never"}, needs_to_know="artifact-free data",
-           analysed=True),  # fmt: skip
-    Method("teacher", "teacher", upstream=(Upstream("source", "init_checkpoint", optional=True),),
-           needs_to_know="the clean teacher subset, the source model", analysed=True),  # fmt: skip
-    Method("distilled", "distillation", upstream=(Upstream("teacher", "teacher_checkpoint", "teacher.pt"),),
-           needs_to_know="the teacher", analysed=True),  # fmt: skip
+    Method(
+        "reference",
+        "baseline",
+        settings={"train_bias_mode": "never"},
+        needs_to_know="artifact-free data",
+        analysed=True,
+    ),  # fmt: skip
+    Method(
+        "teacher",
+        "teacher",
+        upstream=(Upstream("source", "init_checkpoint", optional=True),),
+        needs_to_know="the clean teacher subset, the source model",
+        analysed=True,
+    ),  # fmt: skip
+    Method(
+        "distilled",
+        "distillation",
+        upstream=(Upstream("teacher", "teacher_checkpoint", "teacher.pt"),),
+        needs_to_know="the teacher",
+        analysed=True,
+    ),  # fmt: skip
     _mitigation("augmentation"),
     _mitigation("random_artifact", "artifact type"),
     _mitigation("group_balanced", "bias labels"),
@@ -85,7 +104,9 @@ def _check_catalogue() -> None:
     for method in CATALOGUE:
         late = [u.method for u in method.upstream if u.method not in seen]
         if late:
-            raise ValueError(f"catalogue: method '{method.name}' reads {late}, which must be declared before it")
+            raise ValueError(
+                f"catalogue: method '{method.name}' reads {late}, which must be declared before it"
+            )
         seen.add(method.name)
 
 

@@ -43,7 +43,11 @@ def read_manifest(output: Path, scenarios: tuple[str, ...] = ()) -> dict | None:
     except ValueError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); delete the output folder yourself") from None
     if "files" not in manifest:
-        manifest = {"written_by": manifest.get("written_by", "pipeline.experiment"), "files": [], "folders": []}
+        manifest = {
+            "written_by": manifest.get("written_by", "pipeline.experiment"),
+            "files": [],
+            "folders": [],
+        }
         for name in (*scenarios, *LEGACY_FOLDERS):
             if (output / name).is_dir() and not (output / name).is_symlink():
                 files, folders = walk(output / name)
@@ -58,7 +62,11 @@ class Recorder:
     def __init__(self, output: Path, scenarios: tuple[str, ...] = ()):
         self.output = output
         output.mkdir(parents=True, exist_ok=True)
-        self.manifest = read_manifest(output, scenarios) or {"written_by": "pipeline.experiment", "files": [], "folders": []}
+        self.manifest = read_manifest(output, scenarios) or {
+            "written_by": "pipeline.experiment",
+            "files": [],
+            "folders": [],
+        }
         self.before = walk(output)
         self._write()
 

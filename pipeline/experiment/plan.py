@@ -136,5 +136,8 @@ class Fingerprints:
 
     def analysis(self, scenario: str, method: str, workflow: str) -> str:
         """Fingerprint of an analysis' results: its workflow's configs and the analysed method's fingerprint."""
-        parts = [bundle_fingerprints(self.config, scenario, method, [workflow])[workflow], self.method(scenario, method)]
+        parts = [
+            bundle_fingerprints(self.config, scenario, method, [workflow])[workflow],
+            self.method(scenario, method),
+        ]
         return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]

@@ -33,7 +33,7 @@ from pipeline.engine.resumable_checkpoint import ResumeError, resume_path
 from pipeline.engine.run_lock import OutputInUseError, acquire, release
 from pipeline.experiment.catalogue import METHODS
 from pipeline.experiment.config import ExperimentConfig, ordered_methods
-from pipeline.experiment.outputs import MANIFEST, Recorder, fresh_output
+from pipeline.experiment.outputs import Recorder, fresh_output
 from pipeline.experiment.plan import Fingerprints, bundle_fingerprints, run_settings
 from pipeline.experiment.report import results_summary, write_report
 

@@ -19,12 +19,12 @@ from pipeline.bundles import (
     DEFAULT_SCENARIO,
     WORKFLOWS,
     bundle_names,
+    cli,
     config_files,
     logging_file,
     meta_file,
     monai_command,
 )
-from pipeline.bundles import cli
 from pipeline.distillation.teacher import TeacherSpec, save_teacher
 from pipeline.networks import build_network, registered_networks
 

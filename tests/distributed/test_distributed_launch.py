@@ -21,8 +21,7 @@ from monai.handlers import (
 )
 
 from pipeline import bundles, distributed
-from pipeline.bundles import torchrun
-from pipeline.bundles import cli
+from pipeline.bundles import cli, torchrun
 
 CONFIGS = bundles.BUNDLES_ROOT / "common" / "configs"
 TRAINING_BUNDLES = ("baseline", "teacher", "distillation")

@@ -35,7 +35,12 @@ def _pngs(tmp_path, count=5, size=(8, 8), mode="L"):
 
 
 def _volume(path, shape=(16, 16, 16), affine=None):
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).random(shape, dtype=np.float32), np.eye(4) if affine is None else affine), path)
+    nib.save(
+        nib.Nifti1Image(
+            np.random.default_rng(0).random(shape, dtype=np.float32), np.eye(4) if affine is None else affine
+        ),
+        path,
+    )
     return path
 
 
@@ -45,12 +50,16 @@ def test_an_image_of_another_size_deep_in_a_role_is_named(tmp_path):
     odd = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((1, 1), np.uint8)).save(odd)
     path = _datalist(tmp_path, [*images[:3], odd, *images[3:]])
-    with pytest.raises(ValueError, match=rf"'{odd}' has size \[1, 1\] .* but \[8, 8\] is the size of 5 of its 6 images"):
+    with pytest.raises(
+        ValueError, match=rf"'{odd}' has size \[1, 1\] .* but \[8, 8\] is the size of 5 of its 6 images"
+    ):
         check_datalist(path, ["train"], 2, 1)
     declared = _datalist(tmp_path, [*images, odd], metadata={"image_size": None})  # sizes vary on purpose
     check_datalist(declared, ["train"], 2, 1)
     wrong = _datalist(tmp_path, images, metadata={"image_size": [16, 16]})
-    with pytest.raises(ValueError, match=r"has size \[8, 8\] .* \[16, 16\] is the datalist's metadata.image_size"):
+    with pytest.raises(
+        ValueError, match=r"has size \[8, 8\] .* \[16, 16\] is the datalist's metadata.image_size"
+    ):
         check_datalist(wrong, ["train"], 2, 1)
 
 
@@ -82,7 +91,9 @@ def test_header_shapes_match_what_the_bundles_load(tmp_path):
     cases = [(_volume(tmp_path / "p.nii.gz", (6, 8, 10), permuted), 3),
              (_pngs(tmp_path, 1, (6, 9), "RGB")[0], 2), (_pngs(tmp_path, 1, (5, 7))[0], 2)]  # fmt: skip
     for path, dims in cases:
-        loaded = Compose([load_image("image"), EnsureChannelFirstd("image"), orient("image", dims)])({"image": str(path)})
+        loaded = Compose([load_image("image"), EnsureChannelFirstd("image"), orient("image", dims)])(
+            {"image": str(path)}
+        )
         shape = tuple(loaded["image"].shape)
         assert image_shape(path) == (shape[0], shape[1:]), path
 

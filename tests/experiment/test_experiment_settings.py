@@ -36,7 +36,9 @@ def test_method_settings_are_checked_against_the_method_and_its_bundle(tmp_path)
     config.write_text("methods: [erm]\nmethod_settings: {ermm: {max_epochs: 1}}\n")
     with pytest.raises(ValueError, match=r"unknown method 'ermm' \(did you mean 'erm'\?\)"):
         ExperimentConfig.load(config)
-    with pytest.raises(ValueError, match=r"'probe_epochs' \(method_settings of 'erm': not an id of its bundle 'baseline'\)"):
+    with pytest.raises(
+        ValueError, match=r"'probe_epochs' \(method_settings of 'erm': not an id of its bundle 'baseline'\)"
+    ):
         ExperimentConfig(methods=["erm"], method_settings={"erm": {"probe_epochs": 1}}).validate()
     # an id of one bundle of the experiment is fine for `settings` (it reaches that bundle)
     ExperimentConfig(methods=["erm", "teacher"], settings={"probe_epochs": 1}).validate()
@@ -54,7 +56,9 @@ def test_every_method_is_one_catalogue_entry_and_upstream_paths_come_from_it(tmp
     assert list(METHODS) == [m.name for m in CATALOGUE] and set(METHOD_NEEDS) == set(METHODS)
     config = ExperimentConfig(output=str(tmp_path), methods=["erm", "jtt", "teacher", "distilled"])
     root = tmp_path.absolute() / "localized2d"
-    assert run_settings(config, "localized2d", "jtt")["erm_checkpoint"] == str(root / "erm" / "models" / "model.pt")
+    assert run_settings(config, "localized2d", "jtt")["erm_checkpoint"] == str(
+        root / "erm" / "models" / "model.pt"
+    )
     distilled = run_settings(config, "localized2d", "distilled")
     assert distilled["teacher_checkpoint"] == str(root / "teacher" / "models" / "teacher.pt")
     # a method gets only the upstream paths it declares
@@ -71,7 +75,9 @@ def test_the_fingerprint_covers_the_datalist_content_and_its_files(tiny_datalist
         for item in items:
             item["image"] = str(tiny_datalist_2d.parent / item["image"])
     datalist.write_text(json.dumps(content))
-    config = ExperimentConfig(output=str(tmp_path / "out"), methods=["erm"], settings={"datalist": str(datalist)})
+    config = ExperimentConfig(
+        output=str(tmp_path / "out"), methods=["erm"], settings={"datalist": str(datalist)}
+    )
     before = Fingerprints(config).method("localized2d", "erm")
     assert Fingerprints(config).method("localized2d", "erm") == before
     content["test"] = content["test"][1:]
@@ -100,7 +106,11 @@ def test_fresh_deletes_only_what_the_manifest_lists(tmp_path):
     manifest = json.loads((output / MANIFEST).read_text())
     assert manifest["files"] == ["localized2d/erm/eval/metrics.json", "report/results.md"]
     assert fresh_output(output) == []
-    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == ["report", "report/mine.txt", "thesis.tex"]
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == [
+        "report",
+        "report/mine.txt",
+        "thesis.tex",
+    ]
 
 
 def _sleeper():
@@ -114,7 +124,9 @@ def test_a_second_run_on_the_same_output_stops_with_a_clear_message(tmp_path, ca
     try:
         (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": other.pid, "host": os.uname().nodename,
                                                       "started": "now", "command": "python -m pipeline.experiment"}))  # fmt: skip
-        with pytest.raises(OutputInUseError, match=rf"{tmp_path} is in use by another run \(pid {other.pid} on"):
+        with pytest.raises(
+            OutputInUseError, match=rf"{tmp_path} is in use by another run \(pid {other.pid} on"
+        ):
             acquire(tmp_path)
         assert main(["--output", str(tmp_path), "--methods", "erm"]) == 2
         err = capsys.readouterr().err
@@ -144,7 +156,14 @@ def test_a_full_or_read_only_output_is_one_line_naming_the_path(code, tmp_path, 
         raise OSError(code, os.strerror(code), str(target))
 
     monkeypatch.setattr(outputs, "write_json", fail)
-    args = ["--output", str(tmp_path / "out"), "--methods", "erm", "--set", "datalist=" + str(tmp_path / "d.json")]
+    args = [
+        "--output",
+        str(tmp_path / "out"),
+        "--methods",
+        "erm",
+        "--set",
+        "datalist=" + str(tmp_path / "d.json"),
+    ]
     (tmp_path / "d.json").write_text(json.dumps({"train": []}))
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
