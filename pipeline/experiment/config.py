@@ -73,9 +73,9 @@ class ExperimentConfig:
         self.check_settings()
 
     def check_settings(self) -> None:
-        """Every key of ``settings`` must be a config id of at least one bundle workflow the
-        experiment runs, every key of ``method_settings[m]`` one of method ``m``'s, and ``m`` a
-        method of the catalogue.
+        """Every key of ``settings`` must be a config id of at least one method's bundle workflows
+        (train, evaluate, analyses) in the experiment's scenarios, every key of
+        ``method_settings[m]`` one of method ``m``'s, and ``m`` a method of the catalogue.
 
         Raises:
             ValueError: names the unknown method or key and the closest known one.
@@ -93,11 +93,11 @@ class ExperimentConfig:
                 if not any(known_id(c, key) for c in configs):
                     where = f"method_settings of '{method}': not an id of its bundle '{METHODS[method].bundle}'"
                     raise ValueError(unknown_key_message(key, _union(configs), where))
-        if self.settings:
-            configs = [c for m in self.methods for c in self._method_configs(m)]
+        if self.settings:  # any method's ids: one settings block serves every choice of --methods
+            configs = [c for m in METHODS for c in self._method_configs(m)]
             for key in self.settings:
                 if not any(known_id(c, key) for c in configs):
-                    where = "settings / --set: not an id of any bundle the experiment runs"
+                    where = "settings / --set: not an id of any method's bundle config"
                     raise ValueError(unknown_key_message(key, _union(configs), where))
 
     def _method_configs(self, method: str) -> list[dict]:
