@@ -82,33 +82,25 @@ def datalists(config: ExperimentConfig, scenario: str, method: str) -> list[Path
     return found
 
 
-_DATA_CACHE: dict[tuple, str] = {}
-
-
 def data_fingerprint(datalist: Path) -> str:
     """Hash of a datalist's content and of the size and modification time of every file its
-    roles name (a missing file counts as such); cached per datalist version in this process."""
-    stat = datalist.stat()
-    key = (str(datalist.absolute()), stat.st_mtime_ns, stat.st_size)
-    if key not in _DATA_CACHE:
-        content = datalist.read_bytes()
-        digest = hashlib.sha256(content)
-        try:
-            roles = json.loads(content)
-        except ValueError:
-            roles = {}
-        for role, items in sorted(roles.items()) if isinstance(roles, dict) else []:
-            for item in items if isinstance(items, list) else []:
-                image = item.get("image") if isinstance(item, dict) else None
-                if isinstance(image, str):
-                    path = os.path.join(datalist.parent, image)
-                    try:
-                        info = os.stat(path)
-                        digest.update(f"{role}|{image}|{info.st_size}|{info.st_mtime_ns}\n".encode())
-                    except OSError:
-                        digest.update(f"{role}|{image}|missing\n".encode())
-        _DATA_CACHE[key] = digest.hexdigest()[:16]
-    return _DATA_CACHE[key]
+    roles name (a missing file counts as such)."""
+    content = datalist.read_bytes()
+    digest = hashlib.sha256(content)
+    try:
+        roles = json.loads(content)
+    except ValueError:
+        roles = {}
+    for role, items in sorted(roles.items()) if isinstance(roles, dict) else []:
+        for item in items if isinstance(items, list) else []:
+            image = item.get("image") if isinstance(item, dict) else None
+            if isinstance(image, str):
+                try:
+                    info = os.stat(os.path.join(datalist.parent, image))
+                    digest.update(f"{role}|{image}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+                except OSError:
+                    digest.update(f"{role}|{image}|missing\n".encode())
+    return digest.hexdigest()[:16]
 
 
 class Fingerprints:
@@ -117,10 +109,15 @@ class Fingerprints:
     def __init__(self, config: ExperimentConfig):
         self.config = config
         self._methods: dict[tuple[str, str], str] = {}
+        self._datalists: dict[Path, str] = {}  # each datalist's files are read once per experiment
 
     def data(self, scenario: str, method: str) -> str:
         """Fingerprint of the data ``method`` reads in ``scenario``."""
-        parts = [data_fingerprint(path) for path in datalists(self.config, scenario, method)]
+        parts = []
+        for path in datalists(self.config, scenario, method):
+            if path.absolute() not in self._datalists:
+                self._datalists[path.absolute()] = data_fingerprint(path)
+            parts.append(self._datalists[path.absolute()])
         return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
     def method(self, scenario: str, method: str) -> str:

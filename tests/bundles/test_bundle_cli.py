@@ -294,3 +294,27 @@ def test_none_reaches_monai_as_an_expression_because_its_cli_drops_none():
     parser = ConfigParser({"init_checkpoint": "x.pt", "uses": "@init_checkpoint"})
     parser.update({"init_checkpoint": value})
     assert parser.get_parsed_content("uses") is None
+
+
+def test_a_second_training_on_the_same_output_stops_at_start_up(tiny_datalist_2d, tmp_path):
+    """Issue 27, row 8: two trainings with the same output at once: one crashed, the other's log
+    was overwritten. The second stops in initialize, naming the first; a killed one's lock is stale."""
+    import os
+    import socket
+
+    settings = tiny_settings(tiny_datalist_2d, tmp_path)
+    lock = tmp_path / "baseline" / ".lock"
+    lock.parent.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "what": "training",
+                                    "started": "now", "command": "python -m pipeline.bundles baseline train"}))  # fmt: skip
+        message = _startup_error("baseline", settings)
+        assert f"{tmp_path / 'baseline'} is in use by another training (pid {other.pid}" in message
+    finally:
+        other.kill()
+        other.wait()
+    wf = workflow("baseline", "train", settings)  # that run is gone: its lock is replaced
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    wf.finalize()
+    assert not lock.exists()

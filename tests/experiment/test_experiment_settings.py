@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -122,7 +123,7 @@ def test_a_second_run_on_the_same_output_stops_with_a_clear_message(tmp_path, ca
     log was overwritten."""
     other = _sleeper()
     try:
-        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": other.pid, "host": os.uname().nodename,
+        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(),
                                                       "started": "now", "command": "python -m pipeline.experiment"}))  # fmt: skip
         with pytest.raises(
             OutputInUseError, match=rf"{tmp_path} is in use by another run \(pid {other.pid} on"
