@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import yaml
 
@@ -88,28 +88,26 @@ class ExperimentConfig:
         for method, settings in self.method_settings.items():
             if not isinstance(settings, dict):
                 raise ValueError(f"method_settings: '{method}' must map config ids to values, got {settings!r}")
-            configs = self._method_configs(method)
             for key in settings:
-                if not any(known_id(c, key) for c in configs):
+                if not any(known_id(c, key) for c in self._configs([method])):
                     where = f"method_settings of '{method}': not an id of its bundle '{METHODS[method].bundle}'"
-                    raise ValueError(unknown_key_message(key, _union(configs), where))
-        if self.settings:  # any method's ids: one settings block serves every choice of --methods
-            configs = [c for m in METHODS for c in self._method_configs(m)]
-            for key in self.settings:
-                if not any(known_id(c, key) for c in configs):
-                    where = "settings / --set: not an id of any method's bundle config"
-                    raise ValueError(unknown_key_message(key, _union(configs), where))
+                    raise ValueError(unknown_key_message(key, _union(self._configs([method])), where))
+        for key in self.settings:  # any method's ids: one settings block serves every choice of --methods
+            if not any(known_id(c, key) for c in self._configs(list(METHODS))):
+                where = "settings / --set: not an id of any method's bundle config"
+                raise ValueError(unknown_key_message(key, _union(self._configs(list(METHODS))), where))
 
-    def _method_configs(self, method: str) -> list[dict]:
-        """The merged raw configs of ``method``'s workflows in every scenario (train first)."""
-        spec = METHODS[method]
-        workflows = ["train", "evaluate", *(ANALYSES if spec.analysed else ())]
-        return [
-            merged_config(config_files(spec.bundle, w, s, spec.overrides)) for s in self.scenarios for w in workflows
-        ]
+    def _configs(self, methods: Sequence[str]):
+        """The merged raw configs of ``methods``' workflows (train, evaluate, their analyses) in
+        every scenario, read lazily (a key is usually found in the first)."""
+        for scenario in self.scenarios:
+            for method in methods:
+                spec = METHODS[method]
+                for workflow in ["train", "evaluate", *(ANALYSES if spec.analysed else ())]:
+                    yield merged_config(config_files(spec.bundle, workflow, scenario, spec.overrides))
 
 
-def _union(configs: Sequence[dict]) -> dict:
+def _union(configs: Iterable[dict]) -> dict:
     """The top-level ids of several configs in one mapping (for the closest-id hint)."""
     return {k: v for config in configs for k, v in config.items()}
 
