@@ -206,7 +206,7 @@ def check_images(
         try:
             channels, spatial = image_shape(image)
         except Exception as err:  # any reader error: name the file
-            raise ValueError(f"datalist '{datalist}' role '{role}': cannot read '{image}' ({type(err).__name__}: {err})") from err
+            raise ValueError(f"datalist '{datalist}' role '{role}': cannot load '{image}' ({type(err).__name__}: {err})") from err
         dims = len(spatial)
         if spatial_dims is not None and dims != int(spatial_dims):
             raise ValueError(
