@@ -47,7 +47,8 @@ class ExperimentConfig:
             where = getattr(err, "problem_mark", None)
             line = f" line {where.line + 1}" if where is not None else ""
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ValueError(f"experiment config '{path}'{line}: not plain YAML ({problem}); tags such as !!python are refused") from None
+            tags = "; tags such as !!python are refused" if isinstance(err, yaml.constructor.ConstructorError) else ""
+            raise ValueError(f"experiment config '{path}'{line}: not valid plain YAML ({problem}){tags}") from None
         if not isinstance(content, dict):
             raise ValueError(f"experiment config '{path}' must hold a mapping of keys, got {type(content).__name__}")
         unknown = sorted(set(content) - set(cls.__dataclass_fields__))
@@ -60,6 +61,10 @@ class ExperimentConfig:
         return config
 
     def validate(self) -> None:
+        for name, kind in (("scenarios", list), ("methods", list), ("settings", dict), ("method_settings", dict)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ValueError(f"experiment '{name}' must be a {kind.__name__}, got {value!r}")
         bad = [s for s in self.scenarios if s not in scenario_names()]
         if bad:
             raise ValueError(f"unknown scenario(s) {bad}; scenarios: {scenario_names()}")

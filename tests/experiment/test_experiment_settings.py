@@ -49,7 +49,7 @@ def test_method_settings_are_checked_against_the_method_and_its_bundle(tmp_path)
 def test_a_refused_yaml_tag_names_the_config_file(tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text("methods: [erm]\noutput: !!python/object/apply:os.system ['echo pwned']\n")
-    with pytest.raises(ValueError, match=rf"experiment config '{config}' line 2: not plain YAML .*tags"):
+    with pytest.raises(ValueError, match=rf"experiment config '{config}' line 2: not valid plain YAML .*tags such as !!python are refused"):
         ExperimentConfig.load(config)
 
 
