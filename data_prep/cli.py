@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 from typing import Sequence
 
@@ -166,4 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        where = err.filename or args.out
+        print(f"error: cannot write {where}: {WRITE_ERRORS[err.errno]} ({err.strerror}); "
+              "the output folder was left as it was before", file=sys.stderr)  # fmt: skip
+        return 2
     return 0
+
+
+# OSErrors that mean the output cannot be written: one line, exit 2
+WRITE_ERRORS = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                errno.EPERM: "permission denied", errno.EDQUOT: "disk quota exceeded"}  # fmt: skip

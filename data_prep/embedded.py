@@ -117,11 +117,15 @@ def ensure_dataset(name: str, root: str | Path | None = None, progress: bool = T
         path of ``datalist.json`` inside ``<root>/<name>-<hash>``.
 
     Raises:
-        ValueError: unknown name or bad parameters.
+        ValueError: unknown name or bad parameters, or a cache root that is a file.
     """
     final = dataset_folder(name, root, **params)
     if is_complete(final):
         return final / DATALIST_NAME
+    cache = final.parent
+    if cache.exists() and not cache.is_dir() or any(p.is_file() for p in cache.parents if p.exists()):
+        source = f"${ENV_ROOT}" if root is None and os.environ.get(ENV_ROOT) else "the cache root"
+        raise ValueError(f"{source} '{cache}' must be a folder for the embedded datasets, but it (or a parent) is a file")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(final.parent, STAGING_PATTERNS)
     staging = final.parent / staging_name(f".{final.name}.tmp-")

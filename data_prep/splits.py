@@ -8,6 +8,7 @@ but knows nothing of groups or exact counts, so the allocation is written here o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -98,6 +99,15 @@ class SplitSpec:
                 f"teacher_size={self.teacher_size!r}, val_fraction={self.val_fraction}, "
                 f"test_fraction={self.test_fraction} ask for {wanted} samples but the pool has only {n}; "
                 "lower them so that some training data remains"
+            )
+        requested = {"test": self.test_fraction, "validation": self.val_fraction, "teacher": self.teacher_size}
+        empty = [role for role, count in wanted.items() if count == 0 and requested[role]]
+        if empty:
+            smallest = max(math.ceil(0.5 / requested[r]) if isinstance(requested[r], float) else 1 for r in empty)
+            raise ValueError(
+                f"{n} samples are too few to fill every role: {', '.join(empty)} would get none "
+                f"({', '.join(f'{r}: {requested[r]!r} of {n}' for r in empty)}); use at least {smallest} samples "
+                "(e.g. --n), or set that role's fraction or size to 0 on purpose"
             )
         return wanted
 
@@ -208,4 +218,10 @@ def assign_roles(
             chosen = set(teacher)
             groups = [g for g in groups if g not in chosen]
         roles["train"].extend(r for g in groups for r in rows_of_group[g])
+    empty = [role for role in roles if not roles[role] and (role == "train" or targets.get(role))]
+    if empty:
+        raise ValueError(
+            f"the split of {n} samples leaves {', '.join(empty)} empty (groups kept whole and classes kept in "
+            "proportion need more samples); use more samples or lower the held-out fractions"
+        )
     return {role: sorted(rows) for role, rows in roles.items()}

@@ -59,7 +59,7 @@ def bundle_command(args: Sequence[str], env: dict) -> list[str]:
 
 
 def multi_gpu_command(args: Sequence[str], env: dict) -> list[str]:
-    from pipeline import torchrun
+    from pipeline.bundles import torchrun
 
     parser = argparse.ArgumentParser(prog="entrypoint.py multi-gpu", allow_abbrev=False, add_help=False)
     parser.add_argument("bundle", nargs="?")
@@ -105,7 +105,7 @@ def build_command(argv: Sequence[str], env: dict | None = None) -> list[str]:
 
     Raises:
         UsageError: no or an unknown subcommand, or a subcommand without its required name;
-            ValueError from :mod:`pipeline.torchrun` for bad launch options.
+            ValueError from :mod:`pipeline.bundles.torchrun` for bad launch options.
     """
     env = dict(os.environ if env is None else env)
     if not argv:

@@ -4,7 +4,7 @@ The bundles' multi-GPU configs (``common/configs/multi_gpu.yaml``, ``<bundle>/co
 call the functions below; torchrun sets the environment they read (``RANK``, ``LOCAL_RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). Every function also works in a single process
 without a process group (rank 0 of 1), so the same config code runs with and without torchrun.
-The launch command is built by :mod:`pipeline.torchrun`.
+The launch command is built by :mod:`pipeline.bundles.torchrun`.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def init_process_group(
         raise ValueError(
             f"multi-GPU config needs torchrun's environment variables; {missing} are not set. Launch with "
             "`python -m pipeline.bundles <bundle> train --multi-gpu N` or "
-            "`python -m pipeline.torchrun <bundle> --nproc-per-node N`"
+            "`python -m pipeline.bundles.torchrun <bundle> --nproc-per-node N`"
         )
     if device.type == "cuda":
         torch.cuda.set_device(device)

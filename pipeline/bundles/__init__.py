@@ -206,34 +206,32 @@ def with_fingerprint(files: Sequence[str], settings: Mapping[str, Any]) -> dict[
     return settings
 
 
-def cli_settings(extra: Sequence[str]) -> dict[str, Any]:
-    """``--key value`` pairs of a MONAI command line as a dict (values parsed as Python literals
-    where they are, else strings, as MONAI's CLI does)."""
-    settings: dict[str, Any] = {}
-    for flag, value in zip(extra[::2], extra[1::2]):
-        if flag.startswith("--"):
-            try:
-                settings[flag[2:]] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                settings[flag[2:]] = value
-    return settings
-
-
 def monai_command(
     bundle: str, workflow: str, scenario: str | None, overrides: Sequence[str], extra: Sequence[str]
 ) -> list[str]:
     """The ``python -m monai.bundle run`` command line equivalent to a :func:`run_bundle` call
-    (with the config fingerprint added, see :func:`with_fingerprint`)."""
+    (with the config fingerprint added, see :func:`with_fingerprint`).
+
+    ``extra`` (``--key value`` pairs) is read once by :func:`pipeline.bundles.overrides.parse_overrides`;
+    the fingerprint and the command's arguments both come from that reading, and every key must
+    be an id of the merged config.
+
+    Raises:
+        ValueError: a flag without a value, an unknown id (naming the closest), a bad value.
+    """
+    from pipeline.bundles.overrides import check_keys, monai_arguments, parse_overrides
+
     files = config_files(bundle, workflow, scenario, overrides)
-    settings = cli_settings(extra)
-    if settings.get("config_fingerprint") is None:
-        extra = ["--config_fingerprint", with_fingerprint(files, settings)["config_fingerprint"], *extra]
+    settings = parse_overrides(extra)
+    check_keys(files, settings, f"not in the merged config of {bundle} {workflow}")
+    fingerprint = with_fingerprint(files, settings)["config_fingerprint"]
+    settings = {"config_fingerprint": fingerprint, **{k: v for k, v in settings.items() if k != "config_fingerprint"}}
     return [
         sys.executable, "-m", "monai.bundle", "run",
         "--config_file", json.dumps(files),
         "--meta_file", meta_file(bundle),
         "--logging_file", logging_file(bundle),
-        *extra,
+        *monai_arguments(settings),
     ]  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from pipeline.bundles import (
     monai_command,
     multi_gpu_configs,
 )
-from pipeline.torchrun import torchrun_command
+from pipeline.bundles.torchrun import torchrun_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,8 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bundle_export.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.bundles",
+        allow_abbrev=False,  # `--conf`, `--multi` are config ids to check, not abbreviations of options
         description="Run a bundle with its shared config fragments merged (wraps `python -m monai.bundle run`). "
-        "Unknown --key value pairs are passed to MONAI as config overrides. "
+        "Other --key value pairs (or --key=value) override config ids; each key must be an id of the "
+        "merged config, and a None value reaches MONAI as '$None' (MONAI's CLI would drop it). "
         "`python -m pipeline.bundles export NAME --out DIR` writes a self-contained bundle folder.",
     )
     add_bundle_arguments(parser)

@@ -45,6 +45,19 @@ def load_role(datalist: str | Path, role: str, check_files: bool = True) -> list
     roles = sorted(k for k, v in content.items() if isinstance(v, list))
     if role not in content:
         raise ValueError(f"datalist '{path}' has no role '{role}'; roles present: {roles}")
+    if not isinstance(content[role], list):
+        raise ValueError(
+            f"datalist '{path}' role '{role}' must be a list of items ({{\"image\": ..., \"label\": ..., \"id\": ...}}), "
+            f"got a {type(content[role]).__name__}"
+        )
+    if not content[role]:
+        raise ValueError(f"datalist '{path}' role '{role}' is empty")
+    for index, item in enumerate(content[role]):
+        if not isinstance(item, dict):
+            raise ValueError(
+                f"datalist '{path}' role '{role}' item {index} is {item!r} (a {type(item).__name__}); expected a "
+                "mapping with image, label and id"
+            )
     items = load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=role)
     if not items:
         raise ValueError(f"datalist '{path}' role '{role}' is empty")
@@ -122,39 +135,134 @@ def role_overlaps(datalist: str | Path) -> list[str]:
     return found
 
 
-def _first_image_shape(item: dict) -> tuple[int, ...]:
-    """Shape of ``item``'s image as the bundles load it (LoadImage + EnsureChannelFirst)."""
-    from monai.transforms import LoadImage
+# per image file (path, modification time, size): its (channels, spatial shape) as the bundles load it
+_SHAPES: dict[tuple, tuple[int, tuple[int, ...]]] = {}
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
-    return tuple(LoadImage(image_only=True, ensure_channel_first=True)(item["image"]).shape)
+
+def image_shape(image: str | Path) -> tuple[int, tuple[int, ...]]:
+    """(channels, spatial shape) of an image file as the bundles load it (LoadImage,
+    EnsureChannelFirst, then for 3D volumes orientation to RAS), read from the file's header
+    where the format allows (raster images, NIfTI), else from the whole image; cached per file
+    version.
+    """
+    stat = os.stat(image)
+    key = (str(image), stat.st_mtime_ns, stat.st_size)
+    if key not in _SHAPES:
+        name = str(image).lower()
+        if name.endswith(RASTER_SUFFIXES):
+            from PIL import Image
+
+            with Image.open(image) as handle:  # reads the header only
+                _SHAPES[key] = (len(handle.getbands()) if handle.mode != "P" else 1, (handle.height, handle.width))
+        elif name.endswith(NIFTI_SUFFIXES):
+            _SHAPES[key] = _nifti_shape(image)
+        else:
+            from monai.transforms import LoadImage
+
+            shape = tuple(LoadImage(image_only=True, ensure_channel_first=True)(str(image)).shape)
+            _SHAPES[key] = (shape[0], shape[1:])
+    return _SHAPES[key]
 
 
-def check_image_shape(
-    datalist: str | Path, role: str, items: Sequence[dict], spatial_dims: int | None, in_channels: int | None
+def _nifti_shape(image: str | Path) -> tuple[int, tuple[int, ...]]:
+    """From the NIfTI header: spatial axes (at most 3, permuted as orientation to RAS permutes
+    them) and channels (the product of the further axes)."""
+    import nibabel
+    import numpy as np
+
+    header = nibabel.load(str(image))
+    shape = tuple(int(n) for n in header.shape)
+    spatial, channels = shape[:3], int(np.prod(shape[3:], dtype=int)) if len(shape) > 3 else 1
+    if len(spatial) == 3:
+        order = nibabel.io_orientation(header.affine)[:, 0].astype(int)
+        oriented = [0, 0, 0]
+        for axis, target in enumerate(order):
+            oriented[target] = spatial[axis]
+        spatial = tuple(oriented)
+    return channels, spatial
+
+
+def check_images(
+    datalist: str | Path,
+    role: str,
+    items: Sequence[dict],
+    spatial_dims: int | None,
+    in_channels: int | None,
 ) -> None:
-    """Check the first image of ``role`` against the config's ``spatial_dims`` and ``in_channels`` (None: skip).
+    """Check every image of ``role`` against the config's ``spatial_dims`` and ``in_channels``
+    (None: skip), and its size: the datalist's ``metadata.image_size`` where it gives one; where it
+    is absent, every image of the role must have the same size (``metadata.image_size: null``
+    declares sizes that vary, e.g. photographs, resized to ``image_size``).
 
     Raises:
         ValueError: names the file, what it holds, and the setting to change.
     """
-    image = items[0]["image"]
-    try:
-        shape = _first_image_shape(items[0])
-    except Exception as err:  # any reader error: name the file
-        raise ValueError(f"datalist '{datalist}' role '{role}': cannot load '{image}' ({type(err).__name__}: {err})") from err
-    channels, dims = shape[0], len(shape) - 1
-    if spatial_dims is not None and dims != int(spatial_dims):
+    expected = _declared_size(datalist)
+    sizes: dict[tuple[int, ...], list[str]] = {}
+    for item in items:
+        image = item["image"]
+        try:
+            channels, spatial = image_shape(image)
+        except Exception as err:  # any reader error: name the file
+            raise ValueError(f"datalist '{datalist}' role '{role}': cannot load '{image}' ({type(err).__name__}: {err})") from err
+        dims = len(spatial)
+        if spatial_dims is not None and dims != int(spatial_dims):
+            raise ValueError(
+                f"datalist '{datalist}' role '{role}': '{image}' has {dims} spatial dimension(s) (shape {list(spatial)}, "
+                f"{channels} channel(s)) but the config has spatial_dims={spatial_dims}; set spatial_dims to {dims} "
+                f"(`--spatial_dims {dims}`, or a {dims}D scenario such as `--scenario localized{dims}d`) "
+                "with a matching image_size, or remove the file"
+            )
+        if in_channels is not None and channels != int(in_channels):
+            raise ValueError(
+                f"datalist '{datalist}' role '{role}': '{image}' has {channels} channel(s) (spatial shape {list(spatial)}) "
+                f"but the config has in_channels={in_channels}; set in_channels to {channels} (`--in_channels {channels}`) "
+                "or convert the images"
+            )
+        sizes.setdefault(tuple(spatial), []).append(str(image))
+    if expected is False:
+        return
+    if expected is None:
+        expected = max(sizes, key=lambda size: len(sizes[size]))
+        source = f"the size of {len(sizes[expected])} of its {len(items)} images"
+    else:
+        source = "the datalist's metadata.image_size"
+    odd = [(size, files) for size, files in sizes.items() if size != tuple(expected)]
+    if odd:
+        size, files = odd[0]
         raise ValueError(
-            f"datalist '{datalist}' role '{role}': '{image}' has {dims} spatial dimension(s) (shape {list(shape[1:])} "
-            f"after adding the channel) but the config has spatial_dims={spatial_dims}; set spatial_dims to {dims} "
-            f"(`--spatial_dims {dims}`, or a {dims}D scenario such as `--scenario localized{dims}d`) "
-            "with a matching image_size"
+            f"datalist '{datalist}' role '{role}': '{files[0]}' has size {list(size)} ({sum(len(f) for _, f in odd)} "
+            f"image(s) differ) but {list(expected)} is {source}; fix or remove it (if the sizes vary on purpose, "
+            "set metadata.image_size to null in the datalist: the images are then resized to image_size)"
         )
-    if in_channels is not None and channels != int(in_channels):
+
+
+def _declared_size(datalist: str | Path):
+    """The datalist's ``metadata.image_size``: a list, None when absent, False when declared null."""
+    content = _read_json(Path(datalist))
+    metadata = content.get("metadata")
+    if not isinstance(metadata, dict) or "image_size" not in metadata:
+        return None
+    return list(metadata["image_size"]) if metadata["image_size"] is not None else False
+
+
+def check_image_size_setting(image_size, spatial_dims) -> None:
+    """``image_size`` must give one positive whole size per spatial dimension (or one for all).
+
+    Raises:
+        ValueError: names ``image_size``, its value and ``spatial_dims``.
+    """
+    if image_size is None or spatial_dims is None:
+        return
+    if isinstance(image_size, int) and not isinstance(image_size, bool) and image_size > 0:
+        return  # one size for every dimension (MONAI's Resized broadcasts it)
+    sizes = list(image_size) if isinstance(image_size, (list, tuple)) else [image_size]
+    if len(sizes) != int(spatial_dims) or not all(isinstance(n, int) and n > 0 for n in sizes):
         raise ValueError(
-            f"datalist '{datalist}' role '{role}': '{image}' has {channels} channel(s) (shape {list(shape)}) but the "
-            f"config has in_channels={in_channels}; set in_channels to {channels} (`--in_channels {channels}`) "
-            "or convert the images"
+            f"image_size {image_size!r} must give {spatial_dims} positive whole sizes, one per spatial dimension "
+            f"(spatial_dims={spatial_dims}), e.g. `--image_size \"{[32] * int(spatial_dims)}\"`"
         )
 
 
@@ -164,27 +272,28 @@ def check_datalist(
     spatial_dims: int | None = None,
     in_channels: int | None = None,
     allow_role_overlap: bool = False,
+    image_size: Sequence[int] | None = None,
 ) -> None:
     """Validate a datalist before training or evaluation; raise on the first problem.
 
     Checks every role a bundle reads (see :func:`load_role`), that no sample id or image file is
     in two roles of the datalist (train and test sharing items is leakage; see
-    :func:`role_overlaps`), and that the first image of each role read has ``spatial_dims``
-    spatial dimensions and ``in_channels`` channels (None: not checked).
+    :func:`role_overlaps`), that ``image_size`` fits ``spatial_dims``, and every image of each
+    role read (:func:`check_images`: dimensions, channels, size; header reads, cached per file).
 
     Args:
         datalist: datalist JSON.
         roles: roles the bundle reads.
-        spatial_dims, in_channels: the config's settings.
+        spatial_dims, in_channels, image_size: the config's settings.
         allow_role_overlap: a deliberate design: overlapping roles are logged as a warning.
 
     Raises:
         ValueError: names the file, role, item or setting at fault.
     """
+    check_image_size_setting(image_size, spatial_dims)
     for role in roles:
         items = load_role(datalist, role)
-        if spatial_dims is not None or in_channels is not None:
-            check_image_shape(datalist, role, items, spatial_dims, in_channels)
+        check_images(datalist, role, items, spatial_dims, in_channels)
     overlaps = role_overlaps(datalist)
     if overlaps:
         message = f"datalist '{datalist}': " + "; ".join(overlaps)

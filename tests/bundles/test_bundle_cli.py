@@ -19,6 +19,7 @@ from pipeline.bundles import (
     DEFAULT_SCENARIO,
     WORKFLOWS,
     bundle_names,
+    cli,
     config_files,
     logging_file,
     meta_file,
@@ -198,7 +199,7 @@ def test_command_line_values_are_literals_json_constants_or_text(text, value):
     """Every command line that overrides config ids (bundles, export, experiment --set, the
     sweeps) reads values the same way; a lowercase ``false`` is False, not the truthy text."""
     from pipeline.bundles import parse_value
-    from pipeline.experiment import _parse_setting
+    from pipeline.experiment.run import _parse_setting
 
     assert parse_value(text) == value and type(parse_value(text)) is type(value)
     assert _parse_setting(f"key={text}") == ("key", value)
@@ -209,7 +210,7 @@ def test_a_value_that_opens_a_mapping_but_does_not_parse_is_an_error_naming_it()
     import argparse
 
     from pipeline.bundles import parse_value
-    from pipeline.experiment import _parse_setting
+    from pipeline.experiment.run import _parse_setting
 
     with pytest.raises(ValueError, match=r"'\{a: \[1\}'.*not valid YAML"):
         parse_value("{a: [1}")
@@ -222,3 +223,98 @@ def test_a_value_that_opens_a_mapping_but_does_not_parse_is_an_error_naming_it()
         parse_settings(["--max_epochs", "2", "--network_options", "{a: [1}"])
     with pytest.raises(SystemExit, match="--set network_options"):
         parse_overrides(["network_options={a: [1}"])
+
+
+def _cli_error(capsys, *argv):
+    """Exit status and message of ``python -m pipeline.bundles ARGV --print-only`` (in this process)."""
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--print-only"])
+    return info.value.code, capsys.readouterr().err
+
+
+def test_a_mistyped_override_key_is_an_error_naming_the_closest_id(capsys):
+    """Issue 27, row 1: ``--max_epoch 1`` trained the default 6 epochs and exited 0."""
+    code, err = _cli_error(capsys, "baseline", "train", "--max_epoch", "1")
+    assert code == 2 and "unknown config id 'max_epoch'" in err and "did you mean 'max_epochs'" in err
+    code, err = _cli_error(capsys, "baseline", "train", "--train#dataloaderr#batch_size", "2")
+    assert "did you mean 'train#dataloader#batch_size'" in err
+    # an id of another bundle is unknown here too: the teacher's init_checkpoint on the baseline
+    code, err = _cli_error(capsys, "baseline", "train", "--init_checkpoint", "x.pt")
+    assert "unknown config id 'init_checkpoint'" in err and "baseline train" in err
+    # argparse must not read `--conf` as an abbreviation of --config
+    code, err = _cli_error(capsys, "baseline", "train", "--conf", "1")
+    assert "unknown config id 'conf'" in err
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["--max_epochs"], "--max_epochs"), (["--tensorboard", "--max_epochs", "1"], "--tensorboard"),
+     (["--max_epochs", "1", "--seed"], "--seed")],
+)  # fmt: skip
+def test_a_flag_without_a_value_is_an_error(capsys, argv, flag):
+    """Issue 27, rows 3 and 4: ``--max_epochs`` alone became True (1 epoch); a bare flag shifted
+    every later key/value pair."""
+    code, err = _cli_error(capsys, "baseline", "train", *argv)
+    assert code == 2 and f"{flag} has no value" in err
+
+
+def test_the_fingerprint_and_the_command_come_from_one_reading_of_the_overrides():
+    """Issue 27, row 4: the fingerprint paired extra[::2] with extra[1::2] and missed changes."""
+    from fire.parser import DefaultParseValue
+
+    def fingerprint(command):
+        return command[command.index("--config_fingerprint") + 1]
+
+    one = monai_command("baseline", "train", None, [], ["--seed", "1", "--max_epochs", "1"])
+    two = monai_command("baseline", "train", None, [], ["--seed", "1", "--max_epochs", "2"])
+    same = monai_command("baseline", "train", None, [], ["--seed=1", "--max_epochs=1"])
+    assert fingerprint(one) != fingerprint(two) and fingerprint(one) == fingerprint(same)
+    assert one[-4:] == ["--seed", "1", "--max_epochs", "1"] and same[-4:] == one[-4:]
+    # what MONAI's CLI (fire) reads back is what the run's fingerprint was computed from
+    from pipeline.bundles.overrides import parse_overrides
+
+    args = ["--tensorboard", "false", "--network_name", "a,b", "--seed", "3", "--image_size", "[32, 32]",
+            "--bundle_name", "'7'"]  # fmt: skip
+    command = monai_command("baseline", "train", None, [], args)
+    read = {command[i][2:]: DefaultParseValue(command[i + 1]) for i in range(len(command) - 1) if command[i].startswith("--") and command[i] in args}
+    assert read == parse_overrides(args)
+    assert read == {"tensorboard": False, "network_name": "a,b", "seed": 3, "image_size": [32, 32], "bundle_name": "7"}
+
+
+def test_none_reaches_monai_as_an_expression_because_its_cli_drops_none():
+    """``python -m monai.bundle run --key None``: fire gives None and MONAI's update_kwargs drops
+    the pair (the config keeps its default); the project passes '$None' instead."""
+    from monai.bundle import ConfigParser
+    from monai.bundle.scripts import update_kwargs
+
+    assert update_kwargs({"init_checkpoint": "x.pt"}, init_checkpoint=None) == {"init_checkpoint": "x.pt"}
+    command = monai_command("teacher", "train", None, [], ["--init_checkpoint", "None"])
+    value = command[command.index("--init_checkpoint") + 1]
+    assert value == "$None"
+    parser = ConfigParser({"init_checkpoint": "x.pt", "uses": "@init_checkpoint"})
+    parser.update({"init_checkpoint": value})
+    assert parser.get_parsed_content("uses") is None
+
+
+def test_a_second_training_on_the_same_output_stops_at_start_up(tiny_datalist_2d, tmp_path):
+    """Issue 27, row 8: two trainings with the same output at once: one crashed, the other's log
+    was overwritten. The second stops in initialize, naming the first; a killed one's lock is stale."""
+    import os
+    import socket
+
+    settings = tiny_settings(tiny_datalist_2d, tmp_path)
+    lock = tmp_path / "baseline" / ".lock"
+    lock.parent.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "what": "training",
+                                    "started": "now", "command": "python -m pipeline.bundles baseline train"}))  # fmt: skip
+        message = _startup_error("baseline", settings)
+        assert f"{tmp_path / 'baseline'} is in use by another training (pid {other.pid}" in message
+    finally:
+        other.kill()
+        other.wait()
+    wf = workflow("baseline", "train", settings)  # that run is gone: its lock is replaced
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    wf.finalize()
+    assert not lock.exists()

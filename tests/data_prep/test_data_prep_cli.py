@@ -60,3 +60,40 @@ def test_bad_option_values_exit_with_usage(tmp_path, argv, message, capsys):
 def test_bad_generator_parameter_is_one_error_line(tmp_path, capsys):
     assert main(["synthetic2d", "--out", str(tmp_path), "--param", "sharpness=2"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown thorax parameter(s) ['sharpness']")
+
+
+def test_a_size_too_small_to_fill_every_role_is_refused(tmp_path, capsys):
+    """Issue 27, row 11: ``--n 3`` exited 0 without teacher and validation roles."""
+    out = tmp_path / "gen"
+    assert main(["synthetic2d", "--out", str(out), "--n", "3", "--size", "16", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "3 samples are too few to fill every role" in err and "validation" in err and "teacher" in err
+    assert err.count("\n") == 1 and not (out / "datalist.json").exists()
+
+
+@pytest.mark.parametrize("code", [28, 30])  # ENOSPC, EROFS
+def test_a_full_or_read_only_disk_is_one_error_line(code, tmp_path, capsys, monkeypatch):
+    import os
+
+    from data_prep import synthetic2d
+
+    target = tmp_path / "gen" / "images" / "0.png"
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(target))
+
+    monkeypatch.setattr(synthetic2d, "generate", fail)
+    assert main(["synthetic2d", "--out", str(tmp_path / "gen"), "--n", "20", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {target}" in err and os.strerror(code) in err
+
+
+def test_a_data_root_that_is_a_file_is_named(tmp_path, monkeypatch):
+    """Issue 27: ``SHORTCUT_KD_DATA`` pointing to a file gave FileExistsError deep in ensure_dataset."""
+    from data_prep.embedded import ENV_ROOT, ensure_dataset
+
+    root = tmp_path / "data.txt"
+    root.write_text("not a folder")
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    with pytest.raises(ValueError, match=rf"\${ENV_ROOT} '{root}' must be a folder"):
+        ensure_dataset("synthetic2d", n=20, size=16, progress=False)

@@ -213,7 +213,7 @@ def test_two_nodes_on_localhost_meet_at_the_rendezvous(tmp_path, datalist, fixed
     launches = []
     for node in range(2):
         command = [
-            sys.executable, "-m", "pipeline.torchrun", "baseline", "--nproc-per-node", "1", "--nnodes", "2",
+            sys.executable, "-m", "pipeline.bundles.torchrun", "baseline", "--nproc-per-node", "1", "--nnodes", "2",
             "--rdzv-endpoint", endpoint, "--rdzv-id", "test-job", *(["--node-rank", str(node)] if fixed_node_ranks else []),
             "--datalist", str(datalist), "--image_size", "[32,32]", "--batch_size", str(BATCH), "--max_epochs", "1",
             "--progress_bar", "False", "--output_root", str(tmp_path),

@@ -1,5 +1,5 @@
 """pipeline.distributed without a process group (rank helpers, handler filter), the torchrun launcher
-(pipeline.torchrun) and the multi-GPU configs."""
+(pipeline.bundles.torchrun) and the multi-GPU configs."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from monai.handlers import (
     ValidationHandler,
 )
 
-from pipeline import bundles, distributed, torchrun
-from pipeline.bundles import cli
+from pipeline import bundles, distributed
+from pipeline.bundles import cli, torchrun
 
 CONFIGS = bundles.BUNDLES_ROOT / "common" / "configs"
 TRAINING_BUNDLES = ("baseline", "teacher", "distillation")

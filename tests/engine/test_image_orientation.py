@@ -47,6 +47,7 @@ def test_bundle_preprocessing_keeps_rows_and_columns(tmp_path):
     parser.read_config(str(BUNDLES_ROOT / "common" / "configs" / "base.yaml"))
     parser["datalist"] = str(datalist)
     parser["image_size"] = [16, 16]
+    parser["spatial_dims"] = 2  # set by the scenario files (2D: the orientation step is the identity)
     item = {"image": str(tmp_path / "a.png")}
     for transform in parser.get_parsed_content("preprocessing"):
         item = transform(item)

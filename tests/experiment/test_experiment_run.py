@@ -13,7 +13,7 @@ import yaml
 from pipeline.evaluation.protocol import counterfactual_delta_tpr
 from pipeline.evaluation.verification import verify_report
 from pipeline.experiment import (
-    MARKER,
+    MANIFEST,
     ExperimentConfig,
     fresh_output,
     main,
@@ -127,7 +127,7 @@ def test_resume_reruns_a_method_whose_settings_changed(tiny_experiment, capsys, 
     before = metrics.stat().st_mtime_ns
     assert main(_resume_args(config, output, "max_epochs=2", "seed=7")) == 0
     out = capsys.readouterr().out
-    assert "erm (baseline): its settings (or a method it uses) changed since it ran: rerun" in out
+    assert "erm (baseline): its settings or data (or a method it uses) changed since it ran: rerun" in out
     assert "erm (baseline): layers\n" in out  # the analyses of the retrained model are redone too
     assert metrics.stat().st_mtime_ns != before
     final = torch.load(output / "localized2d" / "erm" / "models" / "checkpoint_final.pt", weights_only=True)
@@ -161,9 +161,8 @@ def test_fresh_deletes_only_what_the_experiment_wrote(tiny_experiment, tmp_path)
 
 def test_fresh_refuses_a_folder_the_experiment_did_not_write(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("mine")
-    with pytest.raises(SystemExit):
-        main(["--output", str(tmp_path), "--fresh", "--methods", "erm"])
-    assert f"{tmp_path} is not empty and has no {MARKER} marker" in capsys.readouterr().err
+    assert main(["--output", str(tmp_path), "--fresh", "--methods", "erm"]) == 2
+    assert f"{tmp_path} is not empty and has no {MANIFEST} marker" in capsys.readouterr().err
     assert (tmp_path / "thesis.tex").read_text() == "mine"
 
 
@@ -176,3 +175,42 @@ def test_bad_experiment_configs_are_refused(tmp_path):
     bad.write_text("scenarios: [localized2d]\nepochs: 3\n")
     with pytest.raises(ValueError, match="unknown key"):
         ExperimentConfig.load(bad)
+
+
+def test_fresh_keeps_files_the_user_put_among_the_experiments(tiny_experiment, tmp_path):
+    """Issue 27, row 5: the marker made every file of the folder the experiment's."""
+    config, _ = tiny_experiment
+    output = tmp_path / "copy"
+    shutil.copytree(config.output, output)
+    (output / "localized2d" / "erm" / "my_notes.txt").write_text("mine")
+    fresh_output(output)
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == [
+        "localized2d", "localized2d/erm", "localized2d/erm/my_notes.txt"
+    ]
+
+
+def test_fresh_does_not_follow_a_symlinked_scenario_folder(tiny_experiment, tmp_path, capsys):
+    """Issue 27: ``--fresh`` on a scenario folder that is a symlink failed with "Cannot call
+    rmtree on a symbolic link", naming no path."""
+    config, _ = tiny_experiment
+    output, elsewhere = tmp_path / "copy", tmp_path / "elsewhere"
+    shutil.copytree(config.output, output)
+    shutil.move(str(output / "localized2d"), elsewhere)
+    (output / "localized2d").symlink_to(elsewhere, target_is_directory=True)
+    notes = fresh_output(output)
+    assert notes == [f"--fresh: {output / 'localized2d'} is a symbolic link (to {elsewhere}); not followed, "
+                     "what the experiment wrote behind it is left in place"]  # fmt: skip
+    assert (elsewhere / "erm" / "eval" / "metrics.json").is_file()
+    assert not (output / "report").exists() and (output / "localized2d").is_symlink()
+
+
+def test_resume_after_the_datalist_was_deleted_is_an_error(tiny_experiment, tmp_path, capsys):
+    """Issue 27, row 7: ``--resume`` after the datalist was deleted said "done before" and exited 0."""
+    config, _ = tiny_experiment
+    output = tmp_path / "copy"
+    shutil.copytree(config.output, output)
+    datalist = tmp_path / "gone" / "datalist.json"
+    args = _resume_args(config, output, f"datalist={datalist}")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"datalist '{datalist}' (config id 'datalist') does not exist" in err and "Traceback" not in err

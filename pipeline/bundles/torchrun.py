@@ -6,8 +6,8 @@ The processes it starts run the bundle with the multi-GPU configs
 node; this module's command line also takes the rendezvous of several nodes (prints the torchrun
 command, then runs it)::
 
-    python -m pipeline.torchrun baseline --nproc-per-node 2 --max_epochs 2
-    python -m pipeline.torchrun teacher --nproc-per-node 8 --nnodes 2 \\
+    python -m pipeline.bundles.torchrun baseline --nproc-per-node 2 --max_epochs 2
+    python -m pipeline.bundles.torchrun teacher --nproc-per-node 8 --nnodes 2 \\
         --rdzv-endpoint node0.example.org:29400 --rdzv-id teacher-42
 """
 
@@ -149,7 +149,7 @@ def launch_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.torchrun",
+        prog="python -m pipeline.bundles.torchrun",
         allow_abbrev=False,
         description="Train a bundle with DistributedDataParallel on one or several nodes (wraps torchrun). "
         "Other arguments go to `python -m pipeline.bundles <bundle> train`.",

@@ -16,10 +16,9 @@ baselines are trained and evaluated on the same test sets; the bundles' ``layers
 from __future__ import annotations
 
 import argparse
-import hashlib
+import errno
 import json
 import logging
-import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -29,22 +28,14 @@ from typing import Any, Sequence
 import yaml
 
 from pipeline.atomic import write_json
-from pipeline.bundles import config_files, parse_value, run_bundle, scenario_names
-from pipeline.engine.resumable_checkpoint import ResumeError, config_fingerprint, resume_path
-from pipeline.experiment_config import (  # noqa: F401 (the experiment's public names)
-    ANALYSED_METHODS,
-    METHOD_NEEDS,
-    METHODS,
-    ExperimentConfig,
-    Method,
-    ordered_methods,
-)
-from pipeline.experiment_report import (  # noqa: F401
-    acceptance_summary,
-    results_summary,
-    test_set_notes,
-    write_report,
-)
+from pipeline.bundles import parse_value, run_bundle, scenario_names
+from pipeline.engine.resumable_checkpoint import ResumeError, resume_path
+from pipeline.engine.run_lock import OutputInUseError, acquire, release
+from pipeline.experiment.catalogue import METHODS
+from pipeline.experiment.config import ExperimentConfig, ordered_methods
+from pipeline.experiment.outputs import Recorder, fresh_output
+from pipeline.experiment.plan import Fingerprints, bundle_fingerprints, run_settings
+from pipeline.experiment.report import results_summary, write_report
 
 # the console shows one progress line per method and epoch; the log lines go to LOG_FILE in the
 # method's folder (the report's in report/)
@@ -52,64 +43,13 @@ CONSOLE_SETTINGS = {"progress_bar": False, "epoch_progress": True}
 LOG_FILE = "log.txt"
 # written into an analysis workflow's output folder once it ran: the fingerprint it ran with
 ANALYSIS_DONE = "fingerprint.json"
-# written into the output folder: `--fresh` deletes only folders that hold it
-MARKER = ".shortcut-kd-experiment"
-
-
-def run_settings(config: ExperimentConfig, scenario: str, method: str) -> dict[str, Any]:
-    """Config overrides of one bundle run: shared settings, then the method's, then the user's."""
-    root = Path(config.output).absolute() / scenario
-    spec = METHODS[method]
-    start = {}
-    if spec.starts_from in config.methods:
-        start = {"init_checkpoint": str(root / spec.starts_from / "models" / "model.pt")}
-    return {
-        **config.settings,
-        "output_root": str(root),
-        "bundle_name": method,
-        "erm_checkpoint": str(root / "erm" / "models" / "model.pt"),
-        "teacher_checkpoint": str(root / "teacher" / "models" / "teacher.pt"),
-        **start,
-        **spec.settings,
-        **config.method_settings.get(method, {}),
-    }
-
-
-def bundle_fingerprints(
-    config: ExperimentConfig, scenario: str, method: str, workflows: Sequence[str] = ("train", "evaluate")
-) -> dict[str, str]:
-    """Config fingerprints of a method's ``workflows``, with the paths inside the output folder
-    made relative (a moved or copied experiment keeps them)."""
-    spec, settings = METHODS[method], run_settings(config, scenario, method)
-    root = str(Path(config.output).absolute())
-    settings = {k: v.replace(root, "<output>") if isinstance(v, str) else v for k, v in settings.items()}
-    return {
-        workflow: config_fingerprint(config_files(spec.bundle, workflow, scenario, spec.overrides), settings)
-        for workflow in workflows
-    }
-
-
-def method_fingerprint(config: ExperimentConfig, scenario: str, method: str) -> str:
-    """Fingerprint of everything that decides a method's results: its bundles' configs
-    (:func:`bundle_fingerprints`) and the fingerprints of the methods it uses."""
-    spec = METHODS[method]
-    parts = list(bundle_fingerprints(config, scenario, method).values())
-    upstream = [*spec.needs, *([spec.starts_from] if spec.starts_from in config.methods else [])]
-    parts += [method_fingerprint(config, scenario, m) for m in upstream]
-    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
 
 def analyses(config: ExperimentConfig, method: str) -> list[str]:
     """The analysis workflows (``layers``, ``saliency``) the experiment runs for ``method``."""
-    if method not in ANALYSED_METHODS:
+    if not METHODS[method].analysed:
         return []
     return [w for w, enabled in (("layers", config.layer_analysis), ("saliency", config.saliency)) if enabled]
-
-
-def analysis_fingerprint(config: ExperimentConfig, scenario: str, method: str, workflow: str) -> str:
-    """Fingerprint of an analysis' results: its workflow's configs and the analysed method's fingerprint."""
-    parts = [bundle_fingerprints(config, scenario, method, [workflow])[workflow], method_fingerprint(config, scenario, method)]
-    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
 
 def _resumable_training(models: Path, fingerprint: str) -> bool:
@@ -121,28 +61,64 @@ def _resumable_training(models: Path, fingerprint: str) -> bool:
     return True
 
 
-def run_experiment(config: ExperimentConfig, resume: bool = False) -> Path:
+def run_experiment(config: ExperimentConfig, resume: bool = False, fresh: bool = False) -> Path:
     """Train and evaluate every method of every scenario, then write the report; returns its folder.
 
-    ``resume``: skip a method whose results were computed with the same settings (its
-    fingerprint, saved beside them), continue an interrupted training from its last epoch, and
-    rerun a method whose settings changed.
+    One experiment per output folder at a time (a lock). ``fresh``: first delete what an earlier
+    experiment wrote there (its manifest's files). ``resume``: skip a method whose results were
+    computed with the same settings and data (its fingerprint, saved beside them), continue an
+    interrupted training from its last epoch, and rerun a method whose settings or data changed.
+
+    Raises:
+        ValueError: a bad config, a missing datalist, or an output folder in use (before anything runs).
     """
-    config.validate()
     output = Path(config.output).absolute()
-    mark_output(output)
     steps = [(s, m) for s in config.scenarios for m in ordered_methods(config.methods)]
-    started = time.monotonic()
-    for index, (scenario, method) in enumerate(steps, 1):
-        prefix = f"[{index}/{len(steps)}] {scenario} {method} ({METHODS[method].bundle})"
-        _train_and_evaluate(config, output, scenario, method, prefix, resume, started)
-        for workflow in analyses(config, method):
-            _analyse(config, output, scenario, method, workflow, prefix, resume, started)
-    _progress("report", started)
-    with _logged(output / "report" / LOG_FILE, "report", "w"):
-        report_dir = write_report(config, output)
+    with _startup():
+        config.validate()
+        lock = acquire(output, "experiment")
+    try:
+        with _startup():
+            if fresh:
+                for note in fresh_output(output, tuple(scenario_names())):
+                    print(note, flush=True)
+            fingerprints = Fingerprints(config)
+            for scenario, method in steps:  # every datalist resolved and checked before anything trains
+                fingerprints.method(scenario, method)
+        recorder = Recorder(output, tuple(scenario_names()))
+        started = time.monotonic()
+        try:
+            for index, (scenario, method) in enumerate(steps, 1):
+                prefix = f"[{index}/{len(steps)}] {scenario} {method} ({METHODS[method].bundle})"
+                _train_and_evaluate(config, fingerprints, output, scenario, method, prefix, resume, started)
+                recorder.update()
+                for workflow in analyses(config, method):
+                    _analyse(config, fingerprints, output, scenario, method, workflow, prefix, resume, started)
+                    recorder.update()
+            _progress("report", started)
+            with _logged(output / "report" / LOG_FILE, "report", "w"):
+                report_dir = write_report(config, output)
+        finally:
+            recorder.update()
+    finally:
+        release(lock)
     _progress(f"finished: {report_dir / 'results.md'}", started)
     return report_dir
+
+
+class StartupError(ValueError):
+    """A check before anything ran failed (config, data, output folder): the user's to fix."""
+
+
+@contextmanager
+def _startup():
+    """ValueErrors raised inside become :class:`StartupError` (one line on the command line)."""
+    try:
+        yield
+    except StartupError:
+        raise
+    except ValueError as err:
+        raise StartupError(str(err)) from err
 
 
 def _saved_fingerprint(path: Path) -> str | None:
@@ -150,19 +126,26 @@ def _saved_fingerprint(path: Path) -> str | None:
 
 
 def _train_and_evaluate(
-    config: ExperimentConfig, output: Path, scenario: str, method: str, prefix: str, resume: bool, started: float
+    config: ExperimentConfig,
+    fingerprints: Fingerprints,
+    output: Path,
+    scenario: str,
+    method: str,
+    prefix: str,
+    resume: bool,
+    started: float,
 ) -> None:
     """A method's train and evaluate workflows; with ``resume``, skipped when done with the same settings."""
     spec, settings = METHODS[method], run_settings(config, scenario, method)
     settings["config_fingerprint"] = bundle_fingerprints(config, scenario, method)["train"]
     done = output / scenario / method / "eval" / "metrics.json"
     fingerprint_file = done.with_name("fingerprint.json")
-    fingerprint = method_fingerprint(config, scenario, method)
+    fingerprint = fingerprints.method(scenario, method)
     if resume and done.is_file():
         if _saved_fingerprint(fingerprint_file) == fingerprint:
             _progress(f"{prefix}: done before, skipped", started)
             return
-        _progress(f"{prefix}: its settings (or a method it uses) changed since it ran: rerun", started)
+        _progress(f"{prefix}: its settings or data (or a method it uses) changed since it ran: rerun", started)
     elif resume and _resumable_training(output / scenario / method / "models", settings["config_fingerprint"]):
         _progress(f"{prefix}: continuing its interrupted training", started)
         settings = {**settings, "resume": True}
@@ -180,6 +163,7 @@ def _train_and_evaluate(
 
 def _analyse(
     config: ExperimentConfig,
+    fingerprints: Fingerprints,
     output: Path,
     scenario: str,
     method: str,
@@ -192,7 +176,7 @@ def _analyse(
     skipped when it ran with the same settings on the same model."""
     spec = METHODS[method]
     done = output / scenario / method / workflow / ANALYSIS_DONE
-    fingerprint = analysis_fingerprint(config, scenario, method, workflow)
+    fingerprint = fingerprints.analysis(scenario, method, workflow)
     if resume and _saved_fingerprint(done) == fingerprint:
         _progress(f"{prefix}: {workflow} done before, skipped", started)
         return
@@ -201,31 +185,6 @@ def _analyse(
         run_bundle(spec.bundle, workflow, scenario, spec.overrides,
                    {**CONSOLE_SETTINGS, **run_settings(config, scenario, method)}, log_config=False)  # fmt: skip
     write_json({"fingerprint": fingerprint}, done)
-
-
-def mark_output(output: Path) -> None:
-    """Write the marker that says ``output`` holds an experiment (what ``--fresh`` may delete)."""
-    if not (output / MARKER).is_file():
-        write_json({"written_by": "pipeline.experiment"}, output / MARKER)
-
-
-def fresh_output(output: Path) -> None:
-    """Delete what an earlier experiment wrote into ``output``: its scenario folders, report and marker.
-
-    Raises:
-        ValueError: ``output`` holds files but no experiment marker (not an experiment's folder).
-    """
-    if not output.exists() or not any(output.iterdir()):
-        return
-    if not (output / MARKER).is_file():
-        raise ValueError(
-            f"--fresh: {output} is not empty and has no {MARKER} marker, so it was not written by the experiment; "
-            "refusing to delete it (choose another --output, or empty it yourself)"
-        )
-    for name in [*scenario_names(), "report"]:
-        if (output / name).is_dir():
-            shutil.rmtree(output / name)
-    (output / MARKER).unlink()
 
 
 def _save_config(workflow, path: Path) -> None:
@@ -305,15 +264,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.methods = args.methods
         config.settings.update(dict(args.settings))
         config.validate()
-        if args.fresh:
-            fresh_output(Path(config.output).absolute())
     except ValueError as err:
         parser.error(str(err))
-    report = run_experiment(config, resume=args.resume)
+    try:
+        report = run_experiment(config, resume=args.resume, fresh=args.fresh)
+    except (ValueError, OSError, RuntimeError) as err:
+        message = _startup_or_disk_error(err) or _checkpoint_write_error(err)
+        cause = err.__cause__ or err.__context__
+        if message is None and isinstance(cause, (OSError, RuntimeError)):  # a bundle workflow's wrapped error
+            message = _startup_or_disk_error(cause) or _checkpoint_write_error(cause)
+        if message is None:
+            raise
+        print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
+        return 2
     print(f"\n{results_summary(report)}\n")
     print(f"Report (every metric with its 95% CI, figures, configs): {report / 'results.md'}")
     print(f"Training and evaluation logs: {Path(config.output).absolute()}/<scenario>/<method>/{LOG_FILE}")
     return 0
+
+
+# OSErrors that mean the output cannot be written: one line, not a traceback
+DISK_ERRORS = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EDQUOT: "disk quota exceeded"}  # fmt: skip
+
+
+def _startup_or_disk_error(err: Exception) -> str | None:
+    """The one-line message of an error the user must fix (a start-up check, a folder in use, a
+    full or read-only disk), or None for a failure whose traceback is needed."""
+    if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+        where = err.filename or "the output folder"
+        return f"cannot write {where}: {DISK_ERRORS[err.errno]} ({err.strerror}); nothing after that step was written"
+    if isinstance(err, (OutputInUseError, StartupError)):
+        return str(err)
+    return None
+
+
+def _checkpoint_write_error(err: BaseException) -> str | None:
+    """torch.save's 'PytorchStreamWriter failed writing file' (inline_container.cc), as one line."""
+    text = str(err)
+    if "PytorchStreamWriter failed" in text or "inline_container" in text:
+        return f"a model or checkpoint could not be written ({text.splitlines()[0][:120]}): disk full or read-only output?"
+    return None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from pipeline.evaluation.layer_figures import combine_layer_outputs, compare_sce
 from pipeline.evaluation.protocol import METRICS_JSON, TEST_SETS_JSON, acceptance, read_results
 from pipeline.evaluation.report import load_results, write_results
 from pipeline.evaluation.saliency import saliency_grid_from_files
-from pipeline.experiment_config import ANALYSED_METHODS, METHOD_NEEDS, ExperimentConfig, ordered_methods
+from pipeline.experiment.catalogue import ANALYSED_METHODS, METHOD_NEEDS
+from pipeline.experiment.config import ExperimentConfig, ordered_methods
 
 
 def evaluation_results(config: ExperimentConfig, output: Path) -> list[dict]:
@@ -99,7 +100,7 @@ def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict
     summary = {}
     for scenario in config.scenarios:
         metrics = {}
-        for method in ("erm", "reference", "distilled", "teacher"):
+        for method in ordered_methods(config.methods):  # acceptance() picks the methods its claims compare
             path = output / scenario / method / "eval" / METRICS_JSON
             if path.is_file():
                 metrics[method] = json.loads(path.read_text())
