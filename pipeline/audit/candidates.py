@@ -86,11 +86,15 @@ def _box(in_plane: Sequence[int], shape: Sequence[int]) -> list[int]:
     return box + [min(min(box), shape[2])] if len(shape) == 3 else box
 
 
-def _localized(family: str, label: str, target: str, box: list[int], shape, params: dict, **options) -> list[Candidate]:
+def _localized(
+    family: str, label: str, target: str, box: list[int], shape, params: dict, **options
+) -> list[Candidate]:
     out = []
     for region in REGIONS:
         artifact = {"_target_": target, "size": box, "position": region_start(region, box, shape), **options}
-        out.append(Candidate(f"{family}_{label}@{region}", "localized", family, region, dict(params), artifact))
+        out.append(
+            Candidate(f"{family}_{label}@{region}", "localized", family, region, dict(params), artifact)
+        )
     return out
 
 
@@ -107,7 +111,9 @@ def candidate_library(spatial_shape: Sequence[int], families: Sequence[str] | No
     """
     shape = [int(s) for s in spatial_shape]
     if len(shape) not in (2, 3) or min(shape) < 4:
-        raise ValueError(f"spatial_shape must be (H, W) or (H, W, D) of at least 4 pixels, got {list(spatial_shape)}")
+        raise ValueError(
+            f"spatial_shape must be (H, W) or (H, W, D) of at least 4 pixels, got {list(spatial_shape)}"
+        )
     known = LOCALIZED_FAMILIES + DIFFUSE_FAMILIES
     wanted = known if families is None else tuple(families)
     unknown = sorted(set(wanted) - set(known))
@@ -142,14 +148,22 @@ def candidate_library(spatial_shape: Sequence[int], families: Sequence[str] | No
                               {"size_px": pixels, "magnitude": magnitude}, magnitude=magnitude)  # fmt: skip
     diffuse: list[tuple[str, str, dict, dict]] = []
     if "noise" in wanted:
-        diffuse += [("noise", f"std{s:g}", {"std": s}, {"_target_": "GaussianNoiseArtifact", "std": s}) for s in NOISE_STDS]
+        diffuse += [
+            ("noise", f"std{s:g}", {"std": s}, {"_target_": "GaussianNoiseArtifact", "std": s})
+            for s in NOISE_STDS
+        ]
     if "contrast" in wanted:
         diffuse += [("contrast", f"x{f:g}", {"factor": f}, {"_target_": "ContrastArtifact", "factor": f})
                     for f in CONTRAST_FACTORS]  # fmt: skip
     if "gamma" in wanted:
-        diffuse += [("gamma", f"{g:g}", {"gamma": g}, {"_target_": "GammaArtifact", "gamma": g}) for g in GAMMAS]
+        diffuse += [
+            ("gamma", f"{g:g}", {"gamma": g}, {"_target_": "GammaArtifact", "gamma": g}) for g in GAMMAS
+        ]
     if "blur" in wanted:
-        diffuse += [("blur", f"sigma{s:g}", {"sigma": s}, {"_target_": "BlurArtifact", "sigma": s}) for s in BLUR_SIGMAS]
+        diffuse += [
+            ("blur", f"sigma{s:g}", {"sigma": s}, {"_target_": "BlurArtifact", "sigma": s})
+            for s in BLUR_SIGMAS
+        ]
     if "bias_field" in wanted:
         diffuse += [("bias_field", f"{c:g}", {"coeff_range": [0.0, c]},
                      {"_target_": "BiasFieldArtifact", "coeff_range": [0.0, c]}) for c in BIAS_FIELD_COEFFS]  # fmt: skip

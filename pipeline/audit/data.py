@@ -65,7 +65,9 @@ def read_items(datalist: str | Path, role: str) -> list[dict]:
     except json.JSONDecodeError as err:
         raise ValueError(f"datalist '{path}' is not valid JSON: {err}") from err
     if not isinstance(content, dict) or not isinstance(content.get(role), list) or not content[role]:
-        roles = sorted(k for k, v in content.items() if isinstance(v, list)) if isinstance(content, dict) else []
+        roles = (
+            sorted(k for k, v in content.items() if isinstance(v, list)) if isinstance(content, dict) else []
+        )
         raise ValueError(f"datalist '{path}' has no non-empty role '{role}'; roles present: {roles}")
     if all(isinstance(item, dict) and "label" in item and "id" in item for item in content[role]):
         return load_role(path, role)
@@ -73,7 +75,9 @@ def read_items(datalist: str | Path, role: str) -> list[dict]:
     seen = set()
     for index, item in enumerate(items):
         if "image" not in item:
-            raise ValueError(f"datalist '{path}' role '{role}' item {index} has no 'image'; has {sorted(item)}")
+            raise ValueError(
+                f"datalist '{path}' role '{role}' item {index} has no 'image'; has {sorted(item)}"
+            )
         item.setdefault("id", str(item["image"]))
         if "label" in item:
             item["label"] = _label(item["label"], f"datalist '{path}' role '{role}' item {index}")
@@ -81,7 +85,9 @@ def read_items(datalist: str | Path, role: str) -> list[dict]:
             raise ValueError(f"datalist '{path}' role '{role}' repeats id {item['id']!r}")
         seen.add(str(item["id"]))
         if not Path(item["image"]).is_file():
-            raise ValueError(f"datalist '{path}' role '{role}' item {index}: image file {item['image']} is missing")
+            raise ValueError(
+                f"datalist '{path}' role '{role}' item {index}: image file {item['image']} is missing"
+            )
     return items
 
 
@@ -121,7 +127,10 @@ def load_images(
 def as_batches(images: torch.Tensor, ids: Sequence[str], labels: np.ndarray, batch_size: int = 64):
     """Dict batches (``image``, ``id``, ``label``) for the layer-analysis code, which reads loaders."""
     return [
-        {"image": images[i : i + batch_size], "id": list(ids[i : i + batch_size]),
-         "label": torch.as_tensor(labels[i : i + batch_size])}  # fmt: skip
+        {
+            "image": images[i : i + batch_size],
+            "id": list(ids[i : i + batch_size]),
+            "label": torch.as_tensor(labels[i : i + batch_size]),
+        }  # fmt: skip
         for i in range(0, len(ids), batch_size)
     ]

@@ -49,6 +49,7 @@ class AuditModel:
         stages: named stages for the per-stage counterfactual KL (empty: not known).
         source: where the config and the weights came from, for the report.
         config: the parsed config's raw content (for ``artifact`` and other settings).
+        datalist: the datalist the preprocessing was set up for (the one audited).
     """
 
     network: nn.Module
@@ -62,6 +63,7 @@ class AuditModel:
     stages: list[str] = field(default_factory=list)
     source: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    datalist: str | None = None
 
 
 def _model_files(
@@ -70,19 +72,29 @@ def _model_files(
     """(config files to merge, settings to set, what kind of model folder it is)."""
     for path in configs:
         if not Path(path).is_file():
-            raise ValueError(f"--config {path}: file not found (expected a bundle config fragment with network_def)")
+            raise ValueError(
+                f"--config {path}: file not found (expected a bundle config fragment with network_def)"
+            )
     if bundle is not None:
         return config_files(bundle, "inference", scenario, configs), {}, f"repository bundle {bundle!r}"
     if model_dir is None:
         if not configs:
-            raise ValueError("give --model DIR, or --checkpoint FILE with --config network.yaml for a network of your own")
+            raise ValueError(
+                "give --model DIR, or --checkpoint FILE with --config network.yaml for a network of your own"
+            )
         base = BUNDLES_ROOT / COMMON / "configs" / "base.yaml"
         return [str(base), *map(str, configs)], {}, "network config " + ", ".join(map(str, configs))
     if not model_dir.is_dir():
-        raise ValueError(f"--model {model_dir}: not a folder (expected an experiment's method folder or a bundle folder)")
+        raise ValueError(
+            f"--model {model_dir}: not a folder (expected an experiment's method folder or a bundle folder)"
+        )
     for name in EXPORTED_CONFIGS:
         if (model_dir / name).is_file():
-            return [str(model_dir / name), *map(str, configs)], {"bundle_root": str(model_dir)}, "exported bundle"
+            return (
+                [str(model_dir / name), *map(str, configs)],
+                {"bundle_root": str(model_dir)},
+                "exported bundle",
+            )
     saved = model_dir.parent.parent / EXPERIMENT_CONFIGS / f"{model_dir.parent.name}_{model_dir.name}.yaml"
     if saved.is_file():
         return [str(saved), *map(str, configs)], {}, f"experiment method folder (config {saved})"
@@ -95,7 +107,7 @@ def _model_files(
 
 
 def load_audit_model(
-    datalist: str | Path,
+    datalist: str | Path | None,
     model_dir: str | Path | None = None,
     checkpoint: str | Path | None = None,
     configs: Sequence[str | Path] = (),
@@ -106,7 +118,8 @@ def load_audit_model(
     """Build the network of a trained model, load its weights and read its preprocessing.
 
     Args:
-        datalist: the datalist the audit reads (the preprocessing's intensity scaling reads its metadata).
+        datalist: the datalist the audit reads (the preprocessing's intensity scaling reads its
+            metadata); None: the config's own ``datalist`` (for the embedded data, generated if needed).
         model_dir: an experiment's method folder, an exported bundle or a bundle's output root.
         checkpoint: the weights (default ``<model_dir>/models/model.pt``).
         configs: extra config files merged last (a network of your own: its ``network_def``).
@@ -124,18 +137,29 @@ def load_audit_model(
     files, defaults, kind = _model_files(model_dir, configs, bundle, scenario)
     parser = ConfigParser()
     parser.read_config(files)
-    for key, value in {**defaults, "datalist": str(Path(datalist).absolute()), "device": "$torch.device('cpu')",
-                       **dict(settings or {})}.items():  # fmt: skip
+    chosen = {} if datalist is None else {"datalist": str(Path(datalist).absolute())}
+    for key, value in {
+        **defaults,
+        **chosen,
+        "device": "$torch.device('cpu')",
+        **dict(settings or {}),
+    }.items():
         parser[key] = value
+    if "datalist" not in parser:
+        raise ValueError(f"--datalist is required: the config ({files[-1]}) names no datalist")
     if "network_def" not in parser:
-        raise ValueError(f"config {files[-1]} has no network_def: set it to your network (a _target_ and its arguments)")
+        raise ValueError(
+            f"config {files[-1]} has no network_def: set it to your network (a _target_ and its arguments)"
+        )
     if checkpoint is None:
         if model_dir is None:
             raise ValueError("--checkpoint is required with --config (the weights of your network)")
         checkpoint = model_dir / WEIGHTS
     network = parser.get_parsed_content("network_def")
     if not isinstance(network, nn.Module):
-        raise ValueError(f"network_def of {files[-1]} built a {type(network).__name__}, not a torch nn.Module")
+        raise ValueError(
+            f"network_def of {files[-1]} built a {type(network).__name__}, not a torch nn.Module"
+        )
     try:
         load_checkpoint(network, checkpoint, strict=True)
     except ValueError as err:
@@ -161,6 +185,7 @@ def load_audit_model(
         stages=[str(s) for s in stages],
         source={"kind": kind, "configs": files, "checkpoint": str(checkpoint)},
         config=parser.get(),
+        datalist=str(parser.get_parsed_content("datalist")),
     )
 
 

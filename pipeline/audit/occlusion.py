@@ -46,8 +46,12 @@ def class_occlusion_maps(
             continue
         images = data.images[torch.as_tensor(index)]
         parts = [
-            saliency_maps(network, images[i : i + 1], method="occlusion", class_idx=cls, occlusion_kwargs=options)
-            for i in tqdm(range(len(index)), desc=f"occlusion, class {cls}", unit="image", disable=not progress)
+            saliency_maps(
+                network, images[i : i + 1], method="occlusion", class_idx=cls, occlusion_kwargs=options
+            )
+            for i in tqdm(
+                range(len(index)), desc=f"occlusion, class {cls}", unit="image", disable=not progress
+            )
         ]
         maps[str(cls)] = torch.cat(parts).mean(dim=0)[0].cpu().numpy()
     return maps

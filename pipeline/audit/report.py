@@ -28,7 +28,9 @@ def _slice(volume: np.ndarray) -> np.ndarray:
     return picture[..., picture.shape[-1] // 2] if picture.ndim == 3 else picture
 
 
-def occlusion_figure(maps: Mapping[str, np.ndarray], mean_images: Mapping[str, np.ndarray], path: Path) -> Path:
+def occlusion_figure(
+    maps: Mapping[str, np.ndarray], mean_images: Mapping[str, np.ndarray], path: Path
+) -> Path:
     """One panel per class: its mean image with its mean occlusion map over it (red: supports the class)."""
     fig = Figure(figsize=(3.2 * len(maps), 3.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(maps)))
@@ -42,9 +44,7 @@ def occlusion_figure(maps: Mapping[str, np.ndarray], mean_images: Mapping[str, n
     return save_figure(fig, path)
 
 
-def candidates_figure(
-    examples: torch.Tensor, after: Mapping[str, torch.Tensor], path: Path
-) -> Path:
+def candidates_figure(examples: torch.Tensor, after: Mapping[str, torch.Tensor], path: Path) -> Path:
     """One row per candidate (name -> the examples with it): the examples before, then after."""
     n = examples.shape[0]
     fig = Figure(figsize=(2.0 * 2 * n, 2.1 * len(after)), layout="constrained")
@@ -109,7 +109,7 @@ def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
         "",
         f"Model: {audit['model']['kind']} (weights `{audit['model']['checkpoint']}`). Images: datalist role "
         f"`{data['role']}`, {data['n']} of its {data['n_role']} images"
-        + (f" (a seeded sub-sample)" if data["n"] < data["n_role"] else "")
+        + (" (a seeded sub-sample)" if data["n"] < data["n_role"] else "")
         + ".",
         "",
     ]
@@ -148,7 +148,9 @@ def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
                   "| class | " + " | ".join(audit["occlusion"]["regions"]) + " |",
                   "| --- | " + " | ".join("---" for _ in audit["occlusion"]["regions"]) + " |"]  # fmt: skip
         for cls, shares in audit["occlusion"]["shares"].items():
-            lines.append(f"| {cls} | " + " | ".join(f"{shares[r]:.2f}" for r in audit["occlusion"]["regions"]) + " |")
+            lines.append(
+                f"| {cls} | " + " | ".join(f"{shares[r]:.2f}" for r in audit["occlusion"]["regions"]) + " |"
+            )
         lines += ["", f"![occlusion sensitivity per class]({audit['figures']['occlusion']})", ""]
     if audit.get("suspected"):
         s = audit["suspected"]
@@ -167,7 +169,10 @@ def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
                       "| stage | KL |", "| --- | --- |"] + [f"| {r['stage']} | {r['counterfactual_kl']:.4f} |"
                                                          for r in s["stage_kl"]]  # fmt: skip
         else:
-            lines += ["", "Per-stage KL: not computed (the network's stages are unknown, or the images lack labels)."]
+            lines += [
+                "",
+                "Per-stage KL: not computed (the network's stages are unknown, or the images lack labels).",
+            ]
         if s.get("saliency"):
             lines += ["", f"![Grad-CAM of the most-flipped images, without and with]({s['saliency']})"]
         lines.append("")

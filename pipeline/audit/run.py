@@ -60,16 +60,28 @@ def audit_model(
     if not do_scan and artifact is None:
         raise ValueError("nothing to audit: ask for --scan, --artifact SPEC, or both")
     if model.num_classes != 2:
-        raise ValueError(f"the audit reads P(class 1) of a binary classifier; this network has {model.num_classes} outputs")
+        raise ValueError(
+            f"the audit reads P(class 1) of a binary classifier; this network has {model.num_classes} outputs"
+        )
     out_dir = Path(out_dir)
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     known = data.labels != UNLABELLED
     audit: dict[str, Any] = {
         "model": model.source,
-        "data": {"role": data.role, "n": len(data.ids), "n_role": data.n_role, "labelled": data.labelled,
-                 "n_labelled": int(known.sum()), "n_positive": int((data.labels == 1).sum())},  # fmt: skip
-        "settings": {"threshold": threshold, "injection_seed": model.injection_seed, "torch_threads": torch.get_num_threads()},
+        "data": {
+            "role": data.role,
+            "n": len(data.ids),
+            "n_role": data.n_role,
+            "labelled": data.labelled,
+            "n_labelled": int(known.sum()),
+            "n_positive": int((data.labels == 1).sum()),
+        },  # fmt: skip
+        "settings": {
+            "threshold": threshold,
+            "injection_seed": model.injection_seed,
+            "torch_threads": torch.get_num_threads(),
+        },
         "figures": {},
     }
     without = None
@@ -77,7 +89,10 @@ def audit_model(
         library = candidate_library(data.images.shape[2:], families)
         entries, without = scan(model.network, data, library, model.finishing, model.injection_seed,
                                 screen_images, confirm, progress=progress)  # fmt: skip
-        audit["scan"] = {"screen_images": min(screen_images or len(data.ids), len(data.ids)), "confirm": confirm}
+        audit["scan"] = {
+            "screen_images": min(screen_images or len(data.ids), len(data.ids)),
+            "confirm": confirm,
+        }
         audit["verdict"] = verdict(entries, threshold)
         audit["candidates"] = entries
         by_name = {c.name: c for c in library}
@@ -102,12 +117,13 @@ def audit_model(
     if artifact is not None:
         audit["suspected"] = audit_artifact(model, data, artifact, without, out_dir)
     audit["seconds"] = round(time.monotonic() - started, 1)
+    audit["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # all threads of this process
     write_report(out_dir, audit)
     return audit
 
 
 def run_audit(
-    datalist: str | Path,
+    datalist: str | Path | None,
     out_dir: str | Path,
     model_dir: str | Path | None = None,
     checkpoint: str | Path | None = None,
@@ -122,10 +138,12 @@ def run_audit(
     progress: bool = True,
     **options: Any,
 ) -> dict:
-    """:func:`load_audit_model`, :func:`pipeline.audit.data.load_images`, then :func:`audit_model`."""
+    """:func:`load_audit_model`, :func:`pipeline.audit.data.load_images`, then :func:`audit_model`
+    (``datalist`` None: the one the model's config names)."""
     artifact = None if artifact is None else parse_artifact(artifact)
     model = load_audit_model(datalist, model_dir, checkpoint, configs, bundle, scenario, settings)
-    data = load_images(model, datalist, role, max_images, seed, progress)
+    model.source["datalist"] = model.datalist
+    data = load_images(model, model.datalist, role, max_images, seed, progress)
     return audit_model(model, data, out_dir, artifact=artifact, progress=progress, **options)
 
 
@@ -160,7 +178,7 @@ def run_workflow(
         network=network, preprocessing=list(preprocessing), finishing=list(finishing), spatial_dims=int(spatial_dims),
         in_channels=int(in_channels), num_classes=int(num_classes),
         image_size=None if image_size is None else tuple(int(s) for s in image_size), injection_seed=int(injection_seed),
-        stages=list(stages or stages_of(network) or []), source={"kind": "bundle workflow", "checkpoint": str(checkpoint)},
+        stages=list(stages or stages_of(network) or []), source={"kind": "bundle workflow", "checkpoint": str(checkpoint), "datalist": str(datalist)},
     )  # fmt: skip
     artifact = None if artifact is None else parse_artifact(artifact, "audit_artifact")
     data = load_images(model, datalist, role, max_images, progress=False)

@@ -98,10 +98,15 @@ def pair_effect(
     and ``delta_fpr`` (with minus without; None without labelled positives / negatives),
     ``mean_prob_shift`` (mean change of the class-1 probability) and ``prob_shift_by_class``
     (per true class; empty without labels)."""
-    rate = flip_rate(prediction_table(ids, labels, with_artifact, 1), prediction_table(ids, labels, without, 0), THRESHOLD)
+    rate = flip_rate(
+        prediction_table(ids, labels, with_artifact, 1), prediction_table(ids, labels, without, 0), THRESHOLD
+    )
     known = labels != UNLABELLED
     y = labels[known]
-    pred_with, pred_without = (with_artifact[known] >= THRESHOLD).astype(int), (without[known] >= THRESHOLD).astype(int)
+    pred_with, pred_without = (
+        (with_artifact[known] >= THRESHOLD).astype(int),
+        (without[known] >= THRESHOLD).astype(int),
+    )
 
     def rate_gap(rate_of, cls: int):
         return float(rate_of(y, pred_with) - rate_of(y, pred_without)) if (y == cls).any() else None
@@ -113,7 +118,9 @@ def pair_effect(
         "delta_tpr": rate_gap(true_positive_rate, 1),
         "delta_fpr": rate_gap(false_positive_rate, 0),
         "mean_prob_shift": float(shift.mean()),
-        "prob_shift_by_class": {str(c): float(shift[labels == c].mean()) for c in (0, 1) if (labels == c).any()},
+        "prob_shift_by_class": {
+            str(c): float(shift[labels == c].mean()) for c in (0, 1) if (labels == c).any()
+        },
     }
 
 
@@ -146,13 +153,24 @@ def scan(
         ids = [data.ids[i] for i in index]
         images = add_artifact(data.images[torch.as_tensor(index)], ids, candidate.artifact, seed)
         with_artifact = predict(network, images, finishing, batch_size)
-        return {**describe(candidate), "n": len(index), **pair_effect(ids, data.labels[index], without[index], with_artifact)}
+        return {
+            **describe(candidate),
+            "n": len(index),
+            **pair_effect(ids, data.labels[index], without[index], with_artifact),
+        }
 
-    entries = [measure(c, screened) for c in tqdm(candidates, desc="screening candidates", unit="candidate", disable=not progress)]
+    entries = [
+        measure(c, screened)
+        for c in tqdm(candidates, desc="screening candidates", unit="candidate", disable=not progress)
+    ]
     if len(screened) < len(everything) and confirm > 0:
         by_name = {c.name: c for c in candidates}
-        ranked = sorted(range(len(entries)), key=lambda i: (-entries[i]["flip_rate"], -abs(entries[i]["mean_prob_shift"])))
-        for i in tqdm(ranked[:confirm], desc="confirming the top candidates", unit="candidate", disable=not progress):
+        ranked = sorted(
+            range(len(entries)), key=lambda i: (-entries[i]["flip_rate"], -abs(entries[i]["mean_prob_shift"]))
+        )
+        for i in tqdm(
+            ranked[:confirm], desc="confirming the top candidates", unit="candidate", disable=not progress
+        ):
             entries[i] = measure(by_name[entries[i]["name"]], everything)
     entries.sort(key=lambda e: (-e["flip_rate"], -abs(e["mean_prob_shift"]), e["name"]))
     return entries, without

@@ -56,7 +56,9 @@ def parse_artifact(spec, where: str = "--artifact") -> dict:
     return dict(spec)
 
 
-def stage_kl(model: AuditModel, data: AuditImages, artifact: Mapping, batch_size: int = 64) -> list[dict] | None:
+def stage_kl(
+    model: AuditModel, data: AuditImages, artifact: Mapping, batch_size: int = 64
+) -> list[dict] | None:
     """Per-stage counterfactual KL rows (stage, stage_index, value); None without stages or labels."""
     labelled = np.flatnonzero(data.labels != UNLABELLED)
     if not model.stages or labelled.size < 8 or np.unique(data.labels[labelled]).size < 2:
@@ -69,11 +71,17 @@ def stage_kl(model: AuditModel, data: AuditImages, artifact: Mapping, batch_size
                         with_all, data.images)  # fmt: skip
 
     def batches(images: torch.Tensor, index: np.ndarray):
-        return as_batches(images[torch.as_tensor(index)], [ids[i] for i in index], data.labels[index], batch_size)
+        return as_batches(
+            images[torch.as_tensor(index)], [ids[i] for i in index], data.labels[index], batch_size
+        )
 
-    features = collect_layer_features(model.network, model.stages, batches(mixed, fit), ("label",), id_key=None)
+    features = collect_layer_features(
+        model.network, model.stages, batches(mixed, fit), ("label",), id_key=None
+    )
     probes = {s: fit_linear_probe(features.pooled[s], features.targets["label"]) for s in model.stages}
-    table = counterfactual_stage_kl(model.network, probes, batches(with_all, evaluate), batches(data.images, evaluate))
+    table = counterfactual_stage_kl(
+        model.network, probes, batches(with_all, evaluate), batches(data.images, evaluate)
+    )
     return [{"stage": r.stage, "stage_index": int(r.stage_index), "counterfactual_kl": float(r.value)}
             for r in table.itertuples()]  # fmt: skip
 
@@ -98,7 +106,11 @@ def audit_artifact(
     without = predict(model.network, data.images, model.finishing, batch_size) if without is None else without
     images_with = add_artifact(data.images, data.ids, artifact, model.injection_seed)
     with_artifact = predict(model.network, images_with, model.finishing, batch_size)
-    result = {"artifact": dict(artifact), "n": len(data.ids), **pair_effect(data.ids, data.labels, without, with_artifact)}
+    result = {
+        "artifact": dict(artifact),
+        "n": len(data.ids),
+        **pair_effect(data.ids, data.labels, without, with_artifact),
+    }
     known = data.labels != UNLABELLED
     if known.any() and np.unique(data.labels[known]).size == 2:
         ids = [i for i, k in zip(data.ids, known) if k]

@@ -8,14 +8,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipeline.audit.model import load_audit_model
 from pipeline.audit.data import read_items
 from pipeline.transforms import ShortcutInjection
 
 SIZE = 32
 PATCH = {"_target_": "PatchArtifact", "size": 4, "position": "top_left", "intensity": 1.0}
-NETWORK_CONFIG = {"network_name": "small_cnn", "network_options": {"channels": [8, 16]}, "spatial_dims": 2,
-                  "image_size": [SIZE, SIZE]}  # fmt: skip
+# a MONAI network of fixed input size (its last layer reads every position: the shortcut stays where it was)
+NETWORK_CONFIG = {
+    "network_def": {"_target_": "monai.networks.nets.Classifier", "in_shape": [1, SIZE, SIZE], "classes": 2,
+                    "channels": [4, 8], "strides": [2, 2]},
+    "spatial_dims": 2, "image_size": [SIZE, SIZE], "audit_stages": ["net.layer_0", "net.layer_1"],
+}  # fmt: skip
 
 
 def write_yaml(content, path: Path) -> Path:
@@ -23,16 +26,13 @@ def write_yaml(content, path: Path) -> Path:
     return path
 
 
-
-
-def train_shortcut_model(datalist: Path, out: Path, artifact=PATCH, epochs: int = 12, clean: bool = False) -> Path:
-    """Train small_cnn (channels 8, 16) on the ``train`` role with ``artifact`` on every positive
-    and no negative (``clean``: on no image); returns the state-dict checkpoint."""
+def train_shortcut_model(datalist: Path, out: Path, artifact=PATCH, epochs: int = 12) -> Path:
+    """Train the network of :data:`NETWORK_CONFIG` on the ``train`` role with ``artifact`` on every
+    positive and on no negative; returns the checkpoint (CheckpointSaver's layout)."""
+    from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
     from pipeline.bundles import BUNDLES_ROOT
-    from monai.bundle import ConfigParser
-    from pipeline.networks import build_network
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLES_ROOT / "common" / "configs" / "base.yaml")])
@@ -40,7 +40,7 @@ def train_shortcut_model(datalist: Path, out: Path, artifact=PATCH, epochs: int 
     for key, value in NETWORK_CONFIG.items():
         parser[key] = value
     transform = Compose(parser.get_parsed_content("preprocessing"))
-    injection = ShortcutInjection(artifact, rates=[0.0, 0.0 if clean else 1.0], seed=0)
+    injection = ShortcutInjection(artifact, rates=[0.0, 1.0], seed=0)
     images, labels = [], []
     for item in read_items(datalist, "train"):
         image = torch.as_tensor(transform(dict(item))["image"]).as_subclass(torch.Tensor).float()
@@ -48,7 +48,7 @@ def train_shortcut_model(datalist: Path, out: Path, artifact=PATCH, epochs: int 
         labels.append(item["label"])
     x, y = torch.stack(images), torch.as_tensor(labels)
     torch.manual_seed(0)
-    network = build_network("small_cnn", 2, 1, 2, channels=[8, 16])
+    network = parser.get_parsed_content("network_def")
     optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
     for _ in range(epochs):
         for start in range(0, len(y), 32):
@@ -65,7 +65,7 @@ def strip_labels(datalist: Path, out: Path, keep: int = 0) -> Path:
     """A copy of ``datalist`` whose ``test`` items lose their labels (all but the first ``keep``)."""
     content = json.loads(datalist.read_text())
     base = datalist.parent
-    for role, items in content.items():
+    for items in content.values():
         if isinstance(items, list):
             for item in items:
                 item["image"] = str(base / item["image"])

@@ -38,12 +38,16 @@ def train_plain_monai_script(datalist, out):
         network=net, optimizer=torch.optim.Adam(net.parameters(), 1e-3), loss_function=torch.nn.CrossEntropyLoss(),
         prepare_batch=lambda batch, device, non_blocking, **_: (batch["image"], batch["label"].long()),
     )  # fmt: skip
-    CheckpointSaver(save_dir=str(out), save_dict={"net": net}, save_final=True, final_filename="net.pt").attach(trainer)
+    CheckpointSaver(
+        save_dir=str(out), save_dict={"net": net}, save_final=True, final_filename="net.pt"
+    ).attach(trainer)
     trainer.run()
     return net.eval(), out / "net.pt"
 
 
-def test_a_densenet121_from_a_plain_monai_script_is_audited_from_checkpoint_and_config(tiny_datalist_2d, tmp_path):
+def test_a_densenet121_from_a_plain_monai_script_is_audited_from_checkpoint_and_config(
+    tiny_datalist_2d, tmp_path
+):
     net, checkpoint = train_plain_monai_script(tiny_datalist_2d, tmp_path)
     config = write_yaml({"network_def": DENSENET, "spatial_dims": 2, "image_size": [32, 32],
                          "preprocessing": PLAIN_PREPROCESSING,
@@ -58,7 +62,10 @@ def test_a_densenet121_from_a_plain_monai_script_is_audited_from_checkpoint_and_
                        progress=False)  # fmt: skip
     saved = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert len(saved["candidates"]) == 56 and saved["model"]["checkpoint"] == str(checkpoint)
-    assert [row["stage"] for row in result["suspected"]["stage_kl"]] == ["features.denseblock1", "features.denseblock2"]
+    assert [row["stage"] for row in result["suspected"]["stage_kl"]] == [
+        "features.denseblock1",
+        "features.denseblock2",
+    ]
     assert result["data"]["n"] == 16 and result["suspected"]["n"] == 16
 
 

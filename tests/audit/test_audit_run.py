@@ -74,7 +74,9 @@ def test_a_suspected_artifact_gives_the_protocols_counterfactual_numbers(shortcu
         dataset = evaluation_dataset(datalist, "test", mode, model.preprocessing, injection, model.finishing)
         items = [dataset[i] for i in range(len(dataset))]
         with torch.no_grad():
-            logits = model.network(torch.stack([torch.as_tensor(i["image"]).as_subclass(torch.Tensor) for i in items]))
+            logits = model.network(
+                torch.stack([torch.as_tensor(i["image"]).as_subclass(torch.Tensor) for i in items])
+            )
         probs = torch.softmax(logits, 1)[:, 1].numpy()
         tables[name] = pd.DataFrame({"id": [str(i["id"]) for i in items], "label": [i["label"] for i in items],
                                      "bias": bias, "prob": probs, "pred": (probs >= 0.5).astype(int)})  # fmt: skip
@@ -85,7 +87,7 @@ def test_a_suspected_artifact_gives_the_protocols_counterfactual_numbers(shortcu
     assert result["delta_tpr"] == pytest.approx(counterfactual_delta_tpr(metrics))
     assert result["with"]["auc"] == pytest.approx(metrics["cf_with"]["auc"])
     assert result["without"]["auc"] == pytest.approx(metrics["cf_without"]["auc"])
-    assert [row["stage"] for row in result["stage_kl"]] == ["stage1", "stage2"]
+    assert [row["stage"] for row in result["stage_kl"]] == ["net.layer_0", "net.layer_1"]
     assert all(row["counterfactual_kl"] >= 0 for row in result["stage_kl"])
     assert (tmp_path / result["saliency"]).is_file()
 
@@ -128,7 +130,13 @@ def test_bad_input_gets_a_clear_error(shortcut, tmp_path, capsys):
         {"_target_": "EnsureChannelFirstd", "keys": "image"}, {"_target_": "ScaleIntensityd", "keys": "image"}]},
         tmp_path / "unresized.yaml")  # fmt: skip
     assert cli((datalist, unresized, checkpoint), tmp_path, "--scan") == 2
-    assert "is [32, 32] after preprocessing but the network's image_size is [40, 40]" in capsys.readouterr().err
+    assert (
+        "is [32, 32] after preprocessing but the network's image_size is [40, 40]" in capsys.readouterr().err
+    )
+    assert (
+        cli(shortcut, tmp_path, "--scan", "--set", "image_size=[40,40]") == 2
+    )  # resized to 40: too big for it
+    assert "the network cannot take image" in capsys.readouterr().err
     assert cli(shortcut, tmp_path, "--scan", "--role", "nope") == 2
     assert "has no non-empty role 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -143,6 +151,11 @@ def test_a_model_folder_without_a_config_names_what_it_looked_for(tmp_path):
 
 
 def test_the_cli_writes_a_ranked_json(shortcut, tmp_path):
-    assert cli(shortcut, tmp_path, "--scan", "--families", "patch", "--screen-images", "16", "--confirm", "1") == 0
+    assert (
+        cli(shortcut, tmp_path, "--scan", "--families", "patch", "--screen-images", "16", "--confirm", "1")
+        == 0
+    )
     names = [c["name"] for c in json.loads((tmp_path / "audit.json").read_text())["candidates"]]
-    assert len(names) == 54 and names[0].startswith("patch_") and np.all([n.startswith("patch") for n in names])
+    assert (
+        len(names) == 54 and names[0].startswith("patch_") and np.all([n.startswith("patch") for n in names])
+    )
