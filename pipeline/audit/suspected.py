@@ -57,18 +57,21 @@ def parse_artifact(spec, where: str = "--artifact") -> dict:
 
 
 def stage_kl(
-    model: AuditModel, data: AuditImages, artifact: Mapping, batch_size: int = 64
+    model: AuditModel, data: AuditImages, with_all: torch.Tensor, batch_size: int = 64
 ) -> list[dict] | None:
-    """Per-stage counterfactual KL rows (stage, stage_index, value); None without stages or labels."""
+    """Per-stage counterfactual KL rows (stage, stage_index, value); None without stages or labels.
+
+    Args:
+        with_all: ``data.images`` with the artifact.
+    """
     labelled = np.flatnonzero(data.labels != UNLABELLED)
     if not model.stages or labelled.size < 8 or np.unique(data.labels[labelled]).size < 2:
         return None
     half = labelled.size // 2
     fit, evaluate = labelled[:half], labelled[half:]
-    ids = [data.ids[i] for i in range(len(data.ids))]
-    with_all = add_artifact(data.images, ids, artifact, model.injection_seed)
-    mixed = torch.where(torch.as_tensor(np.arange(len(ids)) % 2 == 1).reshape(-1, *[1] * (data.images.ndim - 1)),
-                        with_all, data.images)  # fmt: skip
+    ids = list(data.ids)
+    every_other = torch.as_tensor(np.arange(len(ids)) % 2 == 1).reshape(-1, *[1] * (data.images.ndim - 1))
+    mixed = torch.where(every_other, with_all, data.images)
 
     def batches(images: torch.Tensor, index: np.ndarray):
         return as_batches(
@@ -125,7 +128,7 @@ def audit_artifact(
         result["delta_fpr"] = summaries["cf_with"]["fpr_bias1"] - summaries["cf_without"]["fpr_bias0"]
         result["with"] = {k: summaries["cf_with"][k] for k in SUMMARY_KEYS}
         result["without"] = {k: summaries["cf_without"][k] for k in SUMMARY_KEYS}
-    result["stage_kl"] = stage_kl(model, data, artifact)
+    result["stage_kl"] = stage_kl(model, data, images_with)
     result["saliency"] = None
     if out_dir is not None and saliency_count > 0:
         flipped = np.flatnonzero((with_artifact >= 0.5) != (without >= 0.5))
