@@ -122,15 +122,13 @@ def audit_model(
     return audit
 
 
+MODEL_OPTIONS = ("model_dir", "checkpoint", "configs", "bundle", "scenario", "settings")
+"""Keyword arguments of :func:`run_audit` that say where the model is (:func:`load_audit_model`'s)."""
+
+
 def run_audit(
     datalist: str | Path | None,
     out_dir: str | Path,
-    model_dir: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    configs: Sequence[str | Path] = (),
-    bundle: str | None = None,
-    scenario: str | None = None,
-    settings: Mapping[str, Any] | None = None,
     role: str = "test",
     max_images: int | None = 1000,
     seed: int = 0,
@@ -138,10 +136,15 @@ def run_audit(
     progress: bool = True,
     **options: Any,
 ) -> dict:
-    """:func:`load_audit_model`, :func:`pipeline.audit.data.load_images`, then :func:`audit_model`
-    (``datalist`` None: the one the model's config names)."""
+    """:func:`load_audit_model`, :func:`pipeline.audit.data.load_images`, then :func:`audit_model`.
+
+    Args:
+        datalist: the images; None: the one the model's config names.
+        options: :data:`MODEL_OPTIONS` go to :func:`load_audit_model`, the rest to :func:`audit_model`.
+    """
     artifact = None if artifact is None else parse_artifact(artifact)
-    model = load_audit_model(datalist, model_dir, checkpoint, configs, bundle, scenario, settings)
+    where = {key: options.pop(key) for key in MODEL_OPTIONS if key in options}
+    model = load_audit_model(datalist, **where)
     model.source["datalist"] = model.datalist
     data = load_images(model, model.datalist, role, max_images, seed, progress)
     return audit_model(model, data, out_dir, artifact=artifact, progress=progress, **options)
