@@ -8,6 +8,7 @@ The repository's bundles share config fragments, the scenario and ``logging.conf
     configs/train.yaml           every fragment merged: runnable alone
     configs/evaluate.yaml        (``python -m monai.bundle run --config_file configs/evaluate.yaml``)
     configs/inference.yaml
+    configs/audit.yaml           the shortcut audit (pipeline.audit, docs/audit.md)
     configs/metadata.json        versions, input/output format from the config, eval_metrics from the run
     configs/logging.conf
     docs/README.md               overview, data, training, performance, commands, references, license
@@ -36,6 +37,7 @@ import yaml
 
 from pipeline.bundles import (
     BUNDLES_ROOT,
+    EXPORTED_ANALYSES,
     WORKFLOWS,
     add_bundle_arguments,
     add_override_arguments,
@@ -245,7 +247,7 @@ def export_bundle(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"export folder {out} exists and is not an empty folder")
-    configs = {wf: merged_config(bundle, wf, scenario, overrides, settings, root) for wf in WORKFLOWS}
+    configs = {wf: merged_config(bundle, wf, scenario, overrides, settings, root) for wf in (*WORKFLOWS, *EXPORTED_ANALYSES)}
     checkpoint = None if checkpoint is None else Path(checkpoint)
     if metrics is None and checkpoint is not None:
         default = checkpoint.parent.parent / "eval" / "metrics.json"
@@ -359,6 +361,7 @@ Requires the `{PACKAGE}` package and its dependencies ({packages}); run inside t
     python -m monai.bundle run --config_file configs/evaluate.yaml     # runs/<bundle>/eval/
     python -m monai.bundle run --config_file configs/inference.yaml --input /folder/of/images
     python -m monai.bundle run --config_file configs/inference.yaml --input datalist.json --input_role test
+    python -m monai.bundle run --config_file configs/audit.yaml --datalist datalist.json   # runs/<bundle>/audit/: is it using a shortcut?
     python -m monai.bundle ckpt_export --net_id network_def --filepath models/model.ts \\
         --ckpt_file models/model.pt --meta_file configs/metadata.json --config_file configs/inference.yaml
 

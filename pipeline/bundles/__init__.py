@@ -5,13 +5,15 @@ A bundle's config is a merge of shared fragments and its own files, in this orde
 (``common/scenarios/<name>.yaml``, :data:`DEFAULT_SCENARIO` when none is given) and extra override
 files, then for evaluation ``common/evaluation.yaml`` and for inference ``common/inference.yaml``,
 each followed by the bundle's own ``evaluate.yaml``/``inference.yaml`` where it has one, and for the
-analyses of a trained model ``common/layers.yaml`` or ``common/saliency.yaml``. Multi-GPU
+analyses of a trained model ``common/layers.yaml``, ``common/saliency.yaml`` or
+``common/audit.yaml`` (the shortcut audit, also written into exported bundles). Multi-GPU
 training adds ``common/multi_gpu.yaml`` and the bundle's ``multi_gpu_train.yaml`` (if any).
 
 The command line is :mod:`pipeline.bundles.cli` (``python -m pipeline.bundles``)::
 
     python -m pipeline.bundles baseline train --scenario localized2d --max_epochs 2
     python -m pipeline.bundles baseline layers --scenario localized2d
+    python -m pipeline.bundles baseline audit --scenario localized2d
     python -m pipeline.bundles export baseline --out DIR --checkpoint runs/baseline/models/model.pt
 """
 
@@ -30,8 +32,9 @@ import yaml
 
 BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
 WORKFLOWS = ("train", "evaluate", "inference")
-# workflows that analyse a trained model (not part of an exported bundle)
-ANALYSES = ("layers", "saliency")
+# workflows that analyse a trained model (not part of an exported bundle, except EXPORTED_ANALYSES)
+ANALYSES = ("layers", "saliency", "audit")
+EXPORTED_ANALYSES = ("audit",)
 COMMON = "common"
 # merged when no scenario is given: the scenario files are the only place data and artifact are set
 DEFAULT_SCENARIO = "localized2d"

@@ -62,6 +62,7 @@ def test_exported_folder_is_self_contained(exported):
         "configs/train.yaml",
         "configs/evaluate.yaml",
         "configs/inference.yaml",
+        "configs/audit.yaml",
         "configs/metadata.json",
         "configs/logging.conf",
         "docs/README.md",

@@ -1,0 +1,176 @@
+"""Counterfactual pairs in batches: how much an artifact, added to every image, moves a model.
+
+An artifact is added to each preprocessed image by :class:`pipeline.transforms.ShortcutInjection`
+in mode "always" (its random parts seeded from the sample id and the injection seed, as the
+experiment's counterfactual test set does), the model runs on batches of the pairs, and the
+protocol's functions give the numbers: :func:`pipeline.evaluation.protocol.flip_rate` over the
+pair of prediction tables, TPR/FPR (:mod:`pipeline.evaluation.metrics`) with and without.
+:func:`scan` ranks every candidate of :mod:`pipeline.audit.candidates` by its flip rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.transforms import Compose, Randomizable
+from scipy.stats import binomtest
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.audit.candidates import Candidate, describe
+from pipeline.audit.data import UNLABELLED, AuditImages, subsample
+from pipeline.evaluation.metrics import false_positive_rate, true_positive_rate
+from pipeline.evaluation.protocol import flip_rate
+from pipeline.transforms import ShortcutInjection
+
+THRESHOLD = 0.5
+"""Class-1 probability from which the prediction is 1, as in the evaluation's prediction files."""
+
+
+def is_random(artifact) -> bool:
+    """True when ``artifact`` (a built transform) draws random parts: noise, a bias field, a random position."""
+    transform = getattr(artifact, "transform", None)
+    return isinstance(transform, Randomizable) or getattr(artifact, "position", None) == "random"
+
+
+def add_artifact(images: torch.Tensor, ids: Sequence[str], artifact: Mapping, seed: int = 0) -> torch.Tensor:
+    """``images`` with ``artifact`` (a transform config) added to each.
+
+    A random artifact goes through :meth:`pipeline.transforms.ShortcutInjection.add_artifact`
+    (its random parts seeded from the sample id and ``seed``, as in the experiment's
+    counterfactual test set); a deterministic one is applied directly (the same result, without
+    re-seeding per image).
+
+    Raises:
+        ValueError: the config does not build a transform (:func:`pipeline.transforms.build_artifact`)
+            or the artifact does not fit the images.
+    """
+    injection = ShortcutInjection(dict(artifact), mode="always", seed=seed)
+    if is_random(injection.artifact):
+        changed = [injection.add_artifact(image, sample) for image, sample in zip(images, ids)]
+    else:
+        changed = [injection.artifact(image) for image in images]
+    return torch.stack([torch.as_tensor(image) for image in changed])
+
+
+def predict(
+    network: nn.Module, images: torch.Tensor, finishing: Sequence = (), batch_size: int = 128
+) -> np.ndarray:
+    """(N,) probability of class 1 (softmax of the logits) for preprocessed ``images``, in batches;
+    ``finishing`` (the dictionary transforms after the injection point) is applied per image first."""
+    finish = Compose(list(finishing)) if finishing else None
+    out = []
+    network.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            if finish is not None:
+                batch = torch.stack([torch.as_tensor(finish({"image": x})["image"]) for x in batch])
+            logits = network(batch.as_subclass(torch.Tensor).float())
+            out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def prediction_table(ids: Sequence[str], labels: np.ndarray, probs: np.ndarray, bias: int) -> pd.DataFrame:
+    """A prediction file's table (``id``, ``label``, ``bias``, ``prob``, ``pred``) for the protocol.
+
+    Unlabelled items get label 0: the flip rate reads only the predictions.
+    """
+    return pd.DataFrame({
+        "id": list(ids), "label": np.where(labels == UNLABELLED, 0, labels), "bias": bias,
+        "prob": probs, "pred": (probs >= THRESHOLD).astype(int),
+    })  # fmt: skip
+
+
+def flip_interval(rate: float, n: int) -> list[float]:
+    """95% Wilson interval of a flip rate over ``n`` counterfactual pairs."""
+    interval = binomtest(int(round(rate * n)), n).proportion_ci(0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
+def pair_effect(
+    ids: Sequence[str], labels: np.ndarray, without: np.ndarray, with_artifact: np.ndarray
+) -> dict:
+    """The numbers of one counterfactual pair set: ``flip_rate`` (with its 95% CI), ``delta_tpr``
+    and ``delta_fpr`` (with minus without; None without labelled positives / negatives),
+    ``mean_prob_shift`` (mean change of the class-1 probability) and ``prob_shift_by_class``
+    (per true class; empty without labels)."""
+    rate = flip_rate(
+        prediction_table(ids, labels, with_artifact, 1), prediction_table(ids, labels, without, 0), THRESHOLD
+    )
+    known = labels != UNLABELLED
+    y = labels[known]
+    pred_with, pred_without = (
+        (with_artifact[known] >= THRESHOLD).astype(int),
+        (without[known] >= THRESHOLD).astype(int),
+    )
+
+    def rate_gap(rate_of, cls: int):
+        return float(rate_of(y, pred_with) - rate_of(y, pred_without)) if (y == cls).any() else None
+
+    shift = with_artifact - without
+    return {
+        "flip_rate": rate,
+        "flip_rate_ci": flip_interval(rate, len(ids)),
+        "delta_tpr": rate_gap(true_positive_rate, 1),
+        "delta_fpr": rate_gap(false_positive_rate, 0),
+        "mean_prob_shift": float(shift.mean()),
+        "prob_shift_by_class": {
+            str(c): float(shift[labels == c].mean()) for c in (0, 1) if (labels == c).any()
+        },
+    }
+
+
+def scan(
+    network: nn.Module,
+    data: AuditImages,
+    candidates: Sequence[Candidate],
+    finishing: Sequence = (),
+    seed: int = 0,
+    screen_images: int | None = 200,
+    confirm: int = 8,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> tuple[list[dict], np.ndarray]:
+    """Every candidate's :func:`pair_effect`, sorted by flip rate (then |prob shift|), descending.
+
+    Two passes keep the cost down: every candidate is screened on a seeded sub-sample of
+    ``screen_images`` images, then the ``confirm`` candidates that flipped most are measured
+    again on every image. Each entry records ``n`` (its pairs) and the flip rate's 95% CI.
+
+    Returns:
+        (entries: :func:`pipeline.audit.candidates.describe` + :func:`pair_effect` + ``n`` per
+        candidate, the class-1 probabilities of every image without any artifact).
+    """
+    without = predict(network, data.images, finishing, batch_size)
+    everything = np.arange(len(data.ids))
+    screened = subsample(len(data.ids), screen_images, seed)
+
+    def measure(candidate: Candidate, index: np.ndarray) -> dict:
+        ids = [data.ids[i] for i in index]
+        images = add_artifact(data.images[torch.as_tensor(index)], ids, candidate.artifact, seed)
+        with_artifact = predict(network, images, finishing, batch_size)
+        return {
+            **describe(candidate),
+            "n": len(index),
+            **pair_effect(ids, data.labels[index], without[index], with_artifact),
+        }
+
+    entries = [
+        measure(c, screened)
+        for c in tqdm(candidates, desc="screening candidates", unit="candidate", disable=not progress)
+    ]
+    if len(screened) < len(everything) and confirm > 0:
+        by_name = {c.name: c for c in candidates}
+        ranked = sorted(
+            range(len(entries)), key=lambda i: (-entries[i]["flip_rate"], -abs(entries[i]["mean_prob_shift"]))
+        )
+        for i in tqdm(
+            ranked[:confirm], desc="confirming the top candidates", unit="candidate", disable=not progress
+        ):
+            entries[i] = measure(by_name[entries[i]["name"]], everything)
+    entries.sort(key=lambda e: (-e["flip_rate"], -abs(e["mean_prob_shift"]), e["name"]))
+    return entries, without

@@ -1,0 +1,161 @@
+"""The audit end to end on a tiny shortcut model: the scan finds the patch, a suspected artifact is
+measured as the evaluation protocol measures it, bad input gets a clear error."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from audit_helpers import NETWORK_CONFIG, PATCH, SIZE, strip_labels, train_shortcut_model, write_yaml
+
+from pipeline.audit.__main__ import main
+from pipeline.audit.model import load_audit_model
+from pipeline.audit.run import run_audit
+from pipeline.engine.evaluation import evaluation_dataset
+from pipeline.evaluation.protocol import counterfactual_delta_tpr, flip_rate, summarize
+
+FAST = {"families": ["patch", "noise"], "screen_images": 16, "confirm": 2, "occlusion_per_class": 2,
+        "progress": False}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shortcut(tmp_path_factory):
+    """(datalist, network config, checkpoint) of small_cnn trained with a 4-pixel bright patch
+    in the top-left corner of every positive."""
+    from data_prep.synthetic2d import generate
+
+    root = tmp_path_factory.mktemp("audit")
+    datalist = generate(root / "data", n=160, size=SIZE, seed=0, teacher_size=0, val_fraction=0.1,
+                        test_fraction=0.25, progress=False, verbose=False)  # fmt: skip
+    config = write_yaml(NETWORK_CONFIG, root / "network.yaml")
+    return datalist, config, train_shortcut_model(datalist, root)
+
+
+def audit(shortcut, out, **options):
+    datalist, config, checkpoint = shortcut
+    return run_audit(options.pop("datalist", datalist), out, checkpoint=checkpoint, configs=[config],
+                     **{**FAST, **options})  # fmt: skip
+
+
+def test_the_scan_ranks_the_patch_in_its_corner_first_and_writes_the_report(shortcut, tmp_path):
+    result = audit(shortcut, tmp_path)
+    saved = json.loads((tmp_path / "audit.json").read_text())
+    candidates = saved["candidates"]
+    rates = [c["flip_rate"] for c in candidates]
+    assert rates == sorted(rates, reverse=True)
+    top = candidates[0]
+    assert (top["kind"], top["region"], top["family"]) == ("localized", "top_left", "patch")
+    assert top["params"]["intensity"] == 1.0
+    assert top["flip_rate"] > 0.3 and top["delta_tpr"] is not None
+    assert {"name", "kind", "region", "params", "flip_rate", "delta_tpr", "mean_prob_shift"} <= set(top)
+    # the patch far from the corner moves the model much less
+    far = next(c for c in candidates if c["name"] == top["name"].replace("top_left", "bottom_right"))
+    assert far["flip_rate"] < top["flip_rate"] - 0.2
+    assert result["verdict"]["flagged"][0] == top["name"]
+    assert saved["occlusion"]["top_region"]["1"] == "top_left"
+    text = (tmp_path / "audit.md").read_text()
+    assert "Suspected shortcut" in text and top["name"] in text
+    for figure in saved["figures"].values():
+        assert (tmp_path / figure).is_file()
+
+
+def test_a_suspected_artifact_gives_the_protocols_counterfactual_numbers(shortcut, tmp_path):
+    datalist, config, _ = shortcut
+    result = audit(shortcut, tmp_path, artifact=PATCH, do_scan=False)["suspected"]
+    # the experiment's way: the evaluate workflow's datasets (injection "always" / "never"), then the protocol
+    model = load_audit_model(datalist, checkpoint=shortcut[2], configs=[config])
+    injection = {"keys": "image", "artifact": PATCH, "rates": [0.05, 0.95], "seed": 0}
+    tables = {}
+    for name, mode, bias in (("cf_with", "always", 1), ("cf_without", "never", 0)):
+        dataset = evaluation_dataset(datalist, "test", mode, model.preprocessing, injection, model.finishing)
+        items = [dataset[i] for i in range(len(dataset))]
+        with torch.no_grad():
+            logits = model.network(
+                torch.stack([torch.as_tensor(i["image"]).as_subclass(torch.Tensor) for i in items])
+            )
+        probs = torch.softmax(logits, 1)[:, 1].numpy()
+        tables[name] = pd.DataFrame({"id": [str(i["id"]) for i in items], "label": [i["label"] for i in items],
+                                     "bias": bias, "prob": probs, "pred": (probs >= 0.5).astype(int)})  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics = {name: summarize(table) for name, table in tables.items()}
+    assert result["flip_rate"] == pytest.approx(flip_rate(tables["cf_with"], tables["cf_without"]))
+    assert result["delta_tpr"] == pytest.approx(counterfactual_delta_tpr(metrics))
+    assert result["with"]["auc"] == pytest.approx(metrics["cf_with"]["auc"])
+    assert result["without"]["auc"] == pytest.approx(metrics["cf_without"]["auc"])
+    assert [row["stage"] for row in result["stage_kl"]] == ["net.layer_0", "net.layer_1"]
+    assert all(row["counterfactual_kl"] >= 0 for row in result["stage_kl"])
+    assert (tmp_path / result["saliency"]).is_file()
+
+
+def test_without_labels_it_reports_probability_shifts_only_and_says_so(shortcut, tmp_path):
+    datalist = strip_labels(shortcut[0], tmp_path, keep=0)
+    result = audit(shortcut, tmp_path / "out", datalist=datalist, artifact=PATCH)
+    assert result["data"]["labelled"] is False
+    assert all(c["delta_tpr"] is None and c["prob_shift_by_class"] == {} for c in result["candidates"])
+    assert result["suspected"]["delta_tpr"] is None and "with" not in result["suspected"]
+    assert result["suspected"]["mean_prob_shift"] > 0.1  # the patch still pushes towards class 1
+    assert "have no labels" in (tmp_path / "out" / "audit.md").read_text()
+    partly = strip_labels(shortcut[0], tmp_path, keep=20)
+    result = audit(shortcut, tmp_path / "partly", datalist=partly, artifact=PATCH, do_scan=False)
+    assert result["data"]["n_labelled"] == 20 and result["suspected"]["delta_tpr"] is not None
+
+
+def cli(shortcut, out, *extra):
+    datalist, config, checkpoint = shortcut
+    return main(["--checkpoint", str(checkpoint), "--config", str(config), "--datalist", str(datalist),
+                 "--out", str(out), "--no-progress", *extra])  # fmt: skip
+
+
+def test_bad_input_gets_a_clear_error(shortcut, tmp_path, capsys):
+    datalist, config, checkpoint = shortcut
+    assert cli((datalist, config, tmp_path / "none.pt"), tmp_path, "--scan") == 2
+    assert "checkpoint file not found" in capsys.readouterr().err
+    other = tmp_path / "other.pt"
+    torch.save({"network": torch.nn.Linear(3, 2).state_dict()}, other)
+    assert cli((datalist, config, other), tmp_path, "--scan") == 2
+    assert "does not fit the network" in capsys.readouterr().err
+    assert cli(shortcut, tmp_path, "--artifact", "{_target_: PatchArtifact, size: -3}") == 2
+    assert "--artifact: the transform spec does not build: size must be positive" in capsys.readouterr().err
+    assert cli(shortcut, tmp_path, "--artifact", "{_target_: [") == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+    assert cli(shortcut, tmp_path, "--artifact", "{size: 3}") == 2
+    assert "expected a transform spec" in capsys.readouterr().err
+    unresized = write_yaml({**NETWORK_CONFIG, "image_size": [40, 40], "preprocessing": [
+        {"_target_": "pipeline.engine.image_io.load_image", "keys": "image"},
+        {"_target_": "EnsureChannelFirstd", "keys": "image"}, {"_target_": "ScaleIntensityd", "keys": "image"}]},
+        tmp_path / "unresized.yaml")  # fmt: skip
+    assert cli((datalist, unresized, checkpoint), tmp_path, "--scan") == 2
+    assert (
+        "is [32, 32] after preprocessing but the network's image_size is [40, 40]" in capsys.readouterr().err
+    )
+    assert (
+        cli(shortcut, tmp_path, "--scan", "--set", "image_size=[40,40]") == 2
+    )  # resized to 40: too big for it
+    assert "the network cannot take image" in capsys.readouterr().err
+    assert cli(shortcut, tmp_path, "--scan", "--role", "nope") == 2
+    assert "has no non-empty role 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(shortcut, tmp_path)  # neither --scan nor --artifact
+    assert "nothing to audit" in capsys.readouterr().err
+
+
+def test_a_model_folder_without_a_config_names_what_it_looked_for(tmp_path):
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    with pytest.raises(ValueError, match="cannot find the config the model was trained with"):
+        load_audit_model(tmp_path / "x.json", model_dir=tmp_path / "run")
+
+
+def test_the_cli_writes_a_ranked_json(shortcut, tmp_path):
+    assert (
+        cli(shortcut, tmp_path, "--scan", "--families", "patch", "--screen-images", "16", "--confirm", "1")
+        == 0
+    )
+    names = [c["name"] for c in json.loads((tmp_path / "audit.json").read_text())["candidates"]]
+    assert (
+        len(names) == 54 and names[0].startswith("patch_") and np.all([n.startswith("patch") for n in names])
+    )
