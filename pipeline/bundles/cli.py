@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from pipeline import bundle_export
+from pipeline.bundles import export as bundle_export
 from pipeline.bundles import (
     ANALYSES,
     WORKFLOWS,

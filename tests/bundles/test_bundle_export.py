@@ -13,7 +13,7 @@ import yaml
 from bundle_helpers import run_workflow, tiny_settings
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from pipeline.bundle_export import export_bundle, parse_settings
+from pipeline.bundles.export import export_bundle, parse_settings
 from pipeline.bundles import BUNDLES_ROOT, meta_file
 from pipeline.bundles.cli import main
 from pipeline.engine.datalist import load_role
