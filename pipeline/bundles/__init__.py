@@ -219,12 +219,25 @@ def cli_settings(extra: Sequence[str]) -> dict[str, Any]:
     return settings
 
 
+NONE_WORDS = ("None", "null")
+
+
+def explicit_none(extra: Sequence[str]) -> list[str]:
+    """``--key None`` (or ``null``) as ``--key $None``: MONAI's command line (fire) reads a bare
+    None as "not given" and drops the override, so ``--artifact None`` would keep the artifact."""
+    return [
+        "$None" if value in NONE_WORDS and index > 0 and str(extra[index - 1]).startswith("--") else value
+        for index, value in enumerate(extra)
+    ]
+
+
 def monai_command(
     bundle: str, workflow: str, scenario: str | None, overrides: Sequence[str], extra: Sequence[str]
 ) -> list[str]:
     """The ``python -m monai.bundle run`` command line equivalent to a :func:`run_bundle` call
     (with the config fingerprint added, see :func:`with_fingerprint`)."""
     files = config_files(bundle, workflow, scenario, overrides)
+    extra = explicit_none(extra)
     settings = cli_settings(extra)
     if settings.get("config_fingerprint") is None:
         extra = ["--config_fingerprint", with_fingerprint(files, settings)["config_fingerprint"], *extra]

@@ -30,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _DOTTED = re.compile(r"(?<![\w.])((?:pipeline|data_prep)(?:\.\w+)*)")
 _IMPORT = re.compile(r"^\$import\s+((?:pipeline|data_prep)(?:\.\w+)*)\s*$")
 _FROM_LINE = re.compile(r"^(\s*)from\s+(pipeline|data_prep)\b", re.MULTILINE)
-_IMPORT_LINE = re.compile(r"^\s*import\s+(pipeline|data_prep)\b", re.MULTILINE)
+_IMPORT_LINE = re.compile(r"^\s*import\s+(?:pipeline|data_prep)\b.*$", re.MULTILINE)
 _STRING = re.compile(r"""(["'])((?:pipeline|data_prep)(?:\.\w+)*)\1""")
 # these have their own metadata.json keys (pytorch_version, monai_version, numpy_version)
 OWN_KEYS = {"torch", "monai", "numpy"}
