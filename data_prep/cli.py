@@ -116,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     simba = sources.add_parser("simba", help="read SimBA CSVs (filepath/filename, class_label, bias_label)",
                                description="SimBA dataset to datalist; bias = bias_label is not the 'no bias' code.")
     _common(simba, test_fraction=0.2, real=True)
-    simba.add_argument("--csv", required=True, help="SimBA CSV to split (or the training CSV)")
+    simba.add_argument("--simba-root", help="the folder SimBA's generate_data.py wrote into: "
+                       "<root>/datasets/<experiment>/{train,val,test}/ and <root>/<experiment>/{train,val,test}.csv "
+                       "(with --experiment; instead of --csv/--val-csv/--test-csv/--image-root)")
+    simba.add_argument("--experiment", help="SimBA's --expname of the dataset under --simba-root")
+    simba.add_argument("--csv", help="SimBA CSV to split (or the training CSV)")
     simba.add_argument("--val-csv", help="SimBA validation CSV (then --val-fraction is ignored)")
     simba.add_argument("--test-csv", help="SimBA test CSV (then --test-fraction is ignored)")
     simba.add_argument("--image-root",
@@ -153,6 +157,13 @@ def run(args: argparse.Namespace):
                                 drop_missing=args.drop_missing, **common)
     if args.source == "isic2017":
         return isic2017.prepare(args.root, args.out, task=args.task, drop_missing=args.drop_missing, **common)
+    if (args.simba_root is None) != (args.experiment is None) or (args.simba_root is None) == (args.csv is None):
+        raise ValueError("simba: give --simba-root ROOT --experiment EXP (SimBA's own layout), or --csv FILE")
+    if args.simba_root is not None:
+        return simba_source.prepare_published(
+            args.simba_root, args.experiment, args.out, no_bias_label=args.no_bias_label,
+            teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common,
+        )  # fmt: skip
     return simba_source.prepare(args.csv, args.out, val_csv=args.val_csv, test_csv=args.test_csv,
                                 image_root=args.image_root, no_bias_label=args.no_bias_label, teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common)
 

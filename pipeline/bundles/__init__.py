@@ -28,7 +28,19 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
+
+
+def _bundles_root() -> Path:
+    """``$SHORTCUT_KD_BUNDLES``, else the checkout's ``bundles/`` beside this package, else the copy
+    that ``pip install .`` puts under ``<prefix>/share/shortcut-kd/bundles`` (setup.cfg data_files)."""
+    if os.environ.get("SHORTCUT_KD_BUNDLES"):
+        return Path(os.environ["SHORTCUT_KD_BUNDLES"])
+    checkout = Path(__file__).resolve().parents[2] / "bundles"
+    installed = Path(sys.prefix) / "share" / "shortcut-kd" / "bundles"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+BUNDLES_ROOT = _bundles_root()
 WORKFLOWS = ("train", "evaluate", "inference")
 # workflows that analyse a trained model (not part of an exported bundle)
 ANALYSES = ("layers", "saliency")
