@@ -229,5 +229,5 @@ def third_party_requirements(files: Iterable[Path], modules: Iterable[str]) -> d
         dist = dists[0]
         if dist.lower() in OWN_KEYS:
             continue
-        versions[dist] = package_metadata.version(dist)
+        versions[re.sub(r"[-_.]+", "-", dist).lower()] = package_metadata.version(dist)  # PEP 503 name
     return versions
