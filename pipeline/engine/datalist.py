@@ -255,6 +255,8 @@ def _role_range(datalist: str | Path, role: str) -> list[float]:
     """Min and max stored intensity over (a sample of) ``role``'s images."""
     from pipeline.engine.image_io import load_image
 
+    roles = [k for k, v in _read_json(_datalist_path(datalist)).items() if isinstance(v, list) and v]
+    role = role if role in roles or not roles else roles[0]  # an inference-only datalist: its first role
     items = load_role(datalist, role)
     step = max(1, -(-len(items) // RANGE_SAMPLE))
     loader = load_image()
