@@ -85,3 +85,22 @@ def test_run_settings_round_trip_and_contradictions(tmp_path):
     (tmp_path / "models" / "run_settings.json").write_text("[1]")
     with pytest.raises(ValueError, match="must hold a JSON object"):
         read_run_settings(tmp_path / "models" / "model.pt")
+
+
+def test_a_distillation_export_ships_its_teacher_or_says_how_to_supply_it(tmp_path):
+    from pipeline.bundles.export import _teacher_file, _training_text
+
+    checkpoint = tmp_path / "distillation" / "models" / "model.pt"
+    teacher = tmp_path / "teacher" / "models" / "teacher.pt"
+    run = {"teacher_checkpoint": str(teacher)}
+    assert _teacher_file("distillation", checkpoint, run) is None  # gone: not shipped
+    teacher.parent.mkdir(parents=True)
+    teacher.write_bytes(b"weights")
+    assert _teacher_file("distillation", checkpoint, run) == teacher
+    config = {"learning_rate": 0.001, "max_epochs": 6, "batch_size": 64, "bundle_name": "distillation",
+              "task_weight": 0.5, "distill_kind": "probe_kl", "stage_weights": 10.0, "logit_weight": 5.0,
+              "temperature": 2.0, "selection": "final"}  # fmt: skip
+    shipped, missing = _training_text("distillation", config, True), _training_text("distillation", config, False)
+    assert "DistillationTrainer" in shipped and "selection: final" in shipped and "best checkpoint" not in shipped
+    assert "shipped as `models/teacher.pt`" in shipped
+    assert "The teacher is not shipped" in missing and "--teacher_checkpoint" in missing
