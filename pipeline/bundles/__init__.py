@@ -29,7 +29,6 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 
-
 def _bundles_root() -> Path:
     """``$SHORTCUT_KD_BUNDLES``, else the checkout's ``bundles/`` beside this package, else the copy
     that ``pip install .`` puts under ``<prefix>/share/shortcut-kd/bundles`` (setup.cfg data_files)."""

@@ -51,8 +51,8 @@ from pipeline.bundles import (
     meta_file,
     multi_gpu_configs,
     parse_value,
+    vendor,
 )
-from pipeline.bundles import vendor
 from pipeline.bundles.run_settings import DATA_KEYS, MODEL_KEYS, read_run_settings
 
 PACKAGE = "shortcut-kd"

@@ -19,9 +19,9 @@ import yaml
 from bundle_helpers import run_workflow, tiny_settings
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from pipeline.bundles.export import export_bundle, parse_settings
 from pipeline.bundles import BUNDLES_ROOT, meta_file
 from pipeline.bundles.cli import main
+from pipeline.bundles.export import export_bundle, parse_settings
 from pipeline.engine.datalist import load_role
 from pipeline.networks import build_network, load_checkpoint
 
