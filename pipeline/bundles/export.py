@@ -53,7 +53,7 @@ from pipeline.bundles import (
     parse_value,
     vendor,
 )
-from pipeline.bundles.run_settings import DATA_KEYS, MODEL_KEYS, read_run_settings
+from pipeline.bundles.run_settings import DATA_KEYS, MODEL_KEYS, UNRECORDED, read_run_settings
 
 PACKAGE = "shortcut-kd"
 # config ids rewritten so that nothing refers outside the exported folder (training writes its
@@ -299,6 +299,8 @@ def settings_from_run(
     if run is None:
         return settings
     from_run = {k: run[k] for k in (*MODEL_KEYS, *DATA_KEYS) if k in run}
+    if isinstance(from_run.get("artifact"), Mapping) and UNRECORDED in from_run["artifact"]:
+        del from_run["artifact"]  # not a config: the export keeps the scenario's or --artifact
     for key, value in settings.items():
         if key in from_run and _plain(value) != _plain(from_run[key]):
             raise ValueError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ RUN_SETTINGS = "run_settings.json"
 # config ids a run records; export sets them in the exported configs
 MODEL_KEYS = ("network_name", "network_options", "spatial_dims", "in_channels", "num_classes", "image_size")
 DATA_KEYS = ("intensity_range", "artifact", "bias_rates", "injection_seed", "data_source", "data_params")
-CODE_PREFIX = "scripts."  # a run from an exported bundle imports the shipped code under this name
+CODE_PREFIX = "scripts."
+UNRECORDED = "_unrecorded_"  # an artifact that could not be written as a config: its repr
+logger = logging.getLogger(__name__)  # a run from an exported bundle imports the shipped code under this name
 
 
 def artifact_config(artifact: Any) -> dict | None:
@@ -66,7 +69,11 @@ def save_run_settings(ckpt_dir: str | Path, datalist: str | Path | None, **setti
     """
     record = dict(settings)
     if "artifact" in record:
-        record["artifact"] = artifact_config(record["artifact"])
+        try:
+            record["artifact"] = artifact_config(record["artifact"])
+        except ValueError as err:  # a transform of the user's own: the run goes on, export keeps the config's
+            logger.warning("run settings: %s", err)
+            record["artifact"] = {UNRECORDED: repr(record["artifact"])}
     for key in ("image_size", "bias_rates", "intensity_range"):
         if record.get(key) is not None:
             record[key] = [float(v) if key != "image_size" else int(v) for v in record[key]]

@@ -104,3 +104,14 @@ def test_a_distillation_export_ships_its_teacher_or_says_how_to_supply_it(tmp_pa
     assert "DistillationTrainer" in shipped and "selection: final" in shipped and "best checkpoint" not in shipped
     assert "shipped as `models/teacher.pt`" in shipped
     assert "The teacher is not shipped" in missing and "--teacher_checkpoint" in missing
+
+
+def test_an_artifact_of_the_users_own_does_not_stop_the_run(tmp_path):
+    class Mine:
+        def __call__(self, image):
+            return image
+
+    save_run_settings(tmp_path, None, artifact=Mine(), image_size=[32, 32])
+    run = read_run_settings(tmp_path / "model.pt")
+    assert "_unrecorded_" in run["artifact"]
+    assert "artifact" not in settings_from_run(run, {})  # the export keeps the config's artifact
