@@ -262,7 +262,7 @@ def test_settings_that_contradict_the_run_are_refused(trained_run, tmp_path):
         export_bundle("baseline", tmp_path / "b", checkpoint=checkpoint, settings={"artifact": None})
     # agreeing values (ints for floats) are accepted
     out = export_bundle("baseline", tmp_path / "c", checkpoint=checkpoint, settings={"image_size": [32.0, 32]})
-    assert read_yaml(out / "configs" / "train.yaml")["artifact"]["_target_"] == "pipeline.transforms.PatchArtifact"
+    assert read_yaml(out / "configs" / "train.yaml")["artifact"]["_target_"] == "scripts.pipeline.transforms.PatchArtifact"
 
 
 def test_copied_folder_runs_without_the_project(exported, tiny_datalist_2d, tmp_path):
