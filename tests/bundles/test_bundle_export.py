@@ -281,7 +281,7 @@ def test_copied_folder_runs_without_the_project(exported, tiny_datalist_2d, tmp_
     images = tiny_datalist_2d.parent / "images"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
                "--input", str(images), "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(tmp_path / "out" / "inference" / "predictions.csv", header=None)
     assert len(table) == len(list(images.glob("*.png")))
@@ -303,7 +303,7 @@ def test_copied_folder_passes_model_zoo_ci(exported, tmp_path):
     shutil.copyfile(tool / "meta_schema_20240725.json", bundle / "eval" / "schema.json")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     command = [sys.executable, "ci/verify_bundle.py", "-b", "shortcut_kd_baseline", "-p", "models", "-m", "full"]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "export weights into TorchScript module successfully" in done.stdout
 
