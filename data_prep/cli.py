@@ -8,7 +8,7 @@ import errno
 import sys
 from typing import Sequence
 
-from data_prep import chexpert, isic2017, simba3d, simba_source, synthetic2d
+from data_prep import chexpert, isic2017, simba3d, simba_source, synthetic2d, table
 from data_prep.splits import parse_teacher_size
 
 
@@ -114,10 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     isic.add_argument("--root", required=True, help="folder holding the ISIC-2017_* folders and CSVs")
     isic.add_argument("--task", default="melanoma", choices=isic2017.TASKS, help="positive class (vs the rest)")
 
+    own = sources.add_parser("table", help="your own images: a folder plus a CSV (image, label[, id, bias])",
+                             description="A folder of images and a CSV naming them, with 0/1 labels, to a datalist.")
+    _common(own, test_fraction=0.2, real=True)
+    own.add_argument("--csv", required=True, help="CSV with the image file names and a 0/1 label column")
+    own.add_argument("--image-root", required=True, help="folder the CSV's file names are relative to")
+    own.add_argument("--image-column", default="image", help="column of the file names (default image)")
+    own.add_argument("--attribute", action="append", default=[], help="extra column copied into the items (repeatable)")
+    own.add_argument("--channels", type=int, help="image channels, recorded in the metadata (3 for RGB)")
+
     simba = sources.add_parser("simba", help="read SimBA CSVs (filepath/filename, class_label, bias_label)",
                                description="SimBA dataset to datalist; bias = bias_label is not the 'no bias' code.")
     _common(simba, test_fraction=0.2, real=True)
-    simba.add_argument("--csv", required=True, help="SimBA CSV to split (or the training CSV)")
+    simba.add_argument("--simba-root", help="the folder SimBA's generate_data.py wrote into: "
+                       "<root>/datasets/<experiment>/{train,val,test}/ and <root>/<experiment>/{train,val,test}.csv "
+                       "(with --experiment; instead of --csv/--val-csv/--test-csv/--image-root)")
+    simba.add_argument("--experiment", help="SimBA's --expname of the dataset under --simba-root")
+    simba.add_argument("--csv", help="SimBA CSV to split (or the training CSV)")
     simba.add_argument("--val-csv", help="SimBA validation CSV (then --val-fraction is ignored)")
     simba.add_argument("--test-csv", help="SimBA test CSV (then --test-fraction is ignored)")
     simba.add_argument("--image-root",
@@ -154,6 +167,16 @@ def run(args: argparse.Namespace):
                                 drop_missing=args.drop_missing, **common)
     if args.source == "isic2017":
         return isic2017.prepare(args.root, args.out, task=args.task, drop_missing=args.drop_missing, **common)
+    if args.source == "table":
+        return table.prepare(args.csv, args.image_root, args.out, image_column=args.image_column,
+                             attributes=args.attribute, channels=args.channels, drop_missing=args.drop_missing, **common)
+    if (args.simba_root is None) != (args.experiment is None) or (args.simba_root is None) == (args.csv is None):
+        raise ValueError("simba: give --simba-root ROOT --experiment EXP (SimBA's own layout), or --csv FILE")
+    if args.simba_root is not None:
+        return simba_source.prepare_published(
+            args.simba_root, args.experiment, args.out, no_bias_label=args.no_bias_label,
+            teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common,
+        )  # fmt: skip
     return simba_source.prepare(args.csv, args.out, val_csv=args.val_csv, test_csv=args.test_csv,
                                 image_root=args.image_root, no_bias_label=args.no_bias_label, teacher_bias_free=not args.teacher_any_bias, drop_missing=args.drop_missing, **common)
 

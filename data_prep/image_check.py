@@ -78,7 +78,13 @@ def find_bad_images(paths: Sequence[str | Path], progress: bool = True) -> dict[
     return {index: reason for index, reason in enumerate(reasons) if reason is not None}
 
 
+# bad files named in a message; the rest are counted
+SHOWN = 5
+
+
 def bad_images_message(paths: Sequence[str | Path], problems: dict[int, str], total: int) -> str:
-    """One message naming every bad file with its reason, after how many there are."""
-    listed = "; ".join(f"{paths[i]} ({problems[i]})" for i in sorted(problems))
-    return f"{len(problems)} of {total} referenced image file(s) are missing, unreadable or not finite: {listed}"
+    """One message with how many files are bad and the first :data:`SHOWN` of them with their reason."""
+    bad = sorted(problems)
+    listed = "; ".join(f"{paths[i]} ({problems[i]})" for i in bad[:SHOWN])
+    more = f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    return f"{len(problems)} of {total} referenced image file(s) are missing, unreadable or not finite, e.g. {listed}{more}"

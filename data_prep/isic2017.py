@@ -2,7 +2,7 @@
 
 Expected under ``root`` (as unpacked from the challenge archives)::
 
-    ISIC-2017_Training_Data/ISIC_0000000.jpg ...     (+ optional ..._Data_metadata.csv)
+    ISIC-2017_Training_Data/ISIC_0000000.jpg ...     (or .png; + optional ..._Data_metadata.csv)
     ISIC-2017_Training_Part3_GroundTruth.csv         image_id, melanoma, seborrheic_keratosis
     ISIC-2017_Validation_Data/, ISIC-2017_Validation_Part3_GroundTruth.csv      (optional)
     ISIC-2017_Test_v2_Data/, ISIC-2017_Test_v2_Part3_GroundTruth.csv            (optional)
@@ -27,6 +27,8 @@ TASKS = ("melanoma", "seborrheic_keratosis")
 # Official part name(s) -> role; the first name found is used (the test set was re-issued as v2).
 PARTS = {"Training": ("Training",), "Validation": ("Validation",), "Test": ("Test_v2", "Test")}
 ROLE_OF_PART = {"Training": None, "Validation": "validation", "Test": "test"}
+# image files per id: the challenge's JPEGs, or PNGs of the same name (converted, or your own)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".PNG")
 
 
 def find_part(root: Path, part: str) -> tuple[Path, Path] | None:
@@ -37,7 +39,7 @@ def find_part(root: Path, part: str) -> tuple[Path, Path] | None:
     """
     for name in PARTS[part]:
         folder = root / f"ISIC-2017_{name}_Data"
-        if (folder / folder.name).is_dir() and not any(folder.glob("*.jpg")):  # unzipped twice
+        if (folder / folder.name).is_dir() and not any(p.suffix in IMAGE_SUFFIXES for p in folder.iterdir()):  # unzipped twice
             folder = folder / folder.name
         truth = root / f"ISIC-2017_{name}_Part3_GroundTruth.csv"
         if folder.is_dir() and truth.is_file():
@@ -46,6 +48,15 @@ def find_part(root: Path, part: str) -> tuple[Path, Path] | None:
             present, absent = (folder, truth) if folder.is_dir() else (truth, folder)
             raise ValueError(f"ISIC 2017 {part} part is incomplete: found {present} but not {absent}")
     return None
+
+
+def image_file(folder: Path, image_id: str) -> Path:
+    """``folder/<image_id>`` with the first of :data:`IMAGE_SUFFIXES` that exists (``.jpg`` when
+    none does: then reported missing with the others)."""
+    for suffix in IMAGE_SUFFIXES:
+        if (folder / f"{image_id}{suffix}").is_file():
+            return folder / f"{image_id}{suffix}"
+    return folder / f"{image_id}{IMAGE_SUFFIXES[0]}"
 
 
 def read_part(folder: Path, truth: Path, task: str, role: str | None) -> pd.DataFrame:
@@ -63,7 +74,7 @@ def read_part(folder: Path, truth: Path, task: str, role: str | None) -> pd.Data
     if bad:
         raise ValueError(f"{truth} column {task!r} must hold 0 or 1, found {bad[:10]}")
     table = pd.DataFrame({
-        "image": [folder / f"{image_id}.jpg" for image_id in frame["image_id"]],
+        "image": [image_file(folder, str(image_id)) for image_id in frame["image_id"]],
         "label": values.astype(int).to_numpy(),
         "id": frame["image_id"].astype(str).to_numpy(),
         "role": role,

@@ -10,7 +10,16 @@ are written as::
 where ``filepath`` is an absolute path on the machine that generated the data; pass
 ``image_root`` (the folder now holding the volumes) and the volumes are found by ``filename``.
 Single-bias CSVs code ``bias_label`` as 0 (no bias) / 1 (bias); multi-bias CSVs as 0-3 with
-3 = "no bias" (0-2: the bias effects); the original code is kept as ``bias_label``.
+3 = "no bias" (0 both effects, 1 intensity, 2 shape); the original code is kept as ``bias_label``
+and its name as ``bias_type``, so results can be split per bias type.
+
+SimBA as its own code publishes a dataset (``generate_data.py``)::
+
+    <root>/datasets/<experiment>/{train,val,test}/00000_<effects>.nii.gz ...   (numbering restarts per split)
+    <root>/<experiment>/{train,val,test}.csv
+
+is read by :func:`prepare_published` (``python -m data_prep simba --simba-root ROOT --experiment EXP``):
+each split's volumes are found in their own folder, ids are prefixed with the split.
 """
 
 from __future__ import annotations
@@ -23,6 +32,11 @@ from data_prep.datalist_build import build_datalist
 from data_prep.splits import SplitSpec
 
 REQUIRED = ("class_label", "bias_label")
+#: SimBA's split names (generate_data.py --split) -> datalist role (None: split by the fractions)
+PUBLISHED_SPLITS = {"train": None, "val": "validation", "test": "test"}
+#: bias_label -> bias type, single-bias (0/1) and multi-bias (0-3) coding
+BIAS_TYPES_SINGLE = {0: "none", 1: "bias"}
+BIAS_TYPES_MULTI = {0: "both", 1: "intensity", 2: "shape", 3: "none"}
 #: "no bias" code of ``bias_label`` in SimBA's single-bias (0/1) and multi-bias (0-3) CSVs
 NO_BIAS_SINGLE, NO_BIAS_MULTI = 0, 3
 MULTI_BIAS_CODES = (0, 1, 2, 3)
@@ -109,6 +123,45 @@ def _check_found(table: pd.DataFrame, image_root) -> None:
         raise ValueError(f"none of the {len(table)} volumes listed exists (e.g. {table['image'].iloc[0]}); {hint}")
 
 
+def published_splits(root: str | Path, experiment: str) -> list[tuple[str, Path, Path]]:
+    """``(split, csv, volume folder)`` of each split of SimBA's published layout under ``root``.
+
+    Raises:
+        ValueError: no ``train.csv``, or a split CSV without its volume folder (both paths named).
+    """
+    root = Path(root)
+    found = []
+    for split in PUBLISHED_SPLITS:
+        csv, folder = root / experiment / f"{split}.csv", root / "datasets" / experiment / split
+        if not csv.is_file():
+            if split == "train":
+                raise ValueError(f"SimBA layout: {csv} not found (expected <root>/<experiment>/train.csv)")
+            continue
+        if not folder.is_dir():
+            raise ValueError(f"SimBA layout: {csv} has no volume folder {folder} (<root>/datasets/<experiment>/{split}/)")
+        found.append((split, csv, folder))
+    return found
+
+
+def prepare_published(root: str | Path, experiment: str, out_dir: str | Path, **options) -> Path:
+    """Write a datalist for a SimBA dataset in the layout SimBA's code writes (module docstring).
+
+    ``options``: as for :func:`prepare` (``val_csv``, ``test_csv`` and ``image_root`` come from the
+    layout). The ``val``/``test`` splits, when present, are the ``validation``/``test`` roles.
+    """
+    tables = []
+    for split, csv, folder in published_splits(root, experiment):
+        table = read_csv(csv, role=PUBLISHED_SPLITS[split], image_root=folder)
+        table["id"] = [f"{split}_{i}" for i in table["id"]]
+        tables.append(table)
+    if any(PUBLISHED_SPLITS[split] == "validation" for split, *_ in published_splits(root, experiment)):
+        options["val_fraction"] = 0.0
+    if any(PUBLISHED_SPLITS[split] == "test" for split, *_ in published_splits(root, experiment)):
+        options["test_fraction"] = 0.0
+    source = {"root": str(Path(root).resolve()), "experiment": experiment}
+    return _write(tables, out_dir, source=source, **options)
+
+
 def prepare(
     csv: str | Path,
     out_dir: str | Path,
@@ -159,26 +212,59 @@ def prepare(
     if test_csv is not None:
         tables.append(read_csv(test_csv, role="test", image_root=image_root))
         test_fraction = 0.0
+    source = {
+        "csv": [str(Path(p).resolve()) for p in (csv, val_csv, test_csv) if p is not None],
+        "image_root": None if image_root is None else str(Path(image_root).resolve()),
+    }
+    return _write(
+        tables, out_dir, source=source, image_root=image_root, no_bias_label=no_bias_label,
+        teacher_bias_free=teacher_bias_free, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        teacher_size=teacher_size, teacher_disjoint=teacher_disjoint, drop_missing=drop_missing,
+        overwrite=overwrite, progress=progress, verbose=verbose,
+    )  # fmt: skip
+
+
+def _write(
+    tables: list[pd.DataFrame],
+    out_dir: str | Path,
+    source: dict,
+    image_root: str | Path | None = None,
+    no_bias_label: int | None = None,
+    teacher_bias_free: bool = True,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    teacher_size: float | int = 0.1,
+    teacher_disjoint: bool = True,
+    drop_missing: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    verbose: bool = True,
+) -> Path:
+    """The datalist of the SimBA sample tables read (see :func:`prepare`)."""
     spec = SplitSpec(val_fraction, test_fraction, teacher_size, teacher_disjoint, seed)
     table = pd.concat(tables, ignore_index=True)
     _check_found(table, image_root)
     no_bias_label = no_bias_code(table["bias_label"], no_bias_label)
     table["bias"] = (table["bias_label"] != no_bias_label).astype(int)
+    names = BIAS_TYPES_MULTI if no_bias_label == NO_BIAS_MULTI else BIAS_TYPES_SINGLE
+    table["bias_type"] = [names.get(code, str(code)) if code != no_bias_label else "none" for code in table["bias_label"]]
     table["bias_free"] = table["bias"] == 0 if teacher_bias_free else True
     metadata = {
         "source": "simba",
-        "csv": [str(Path(p).resolve()) for p in (csv, val_csv, test_csv) if p is not None],
-        "image_root": None if image_root is None else str(Path(image_root).resolve()),
+        **source,
         "parameters": {"teacher_bias_free": teacher_bias_free, "no_bias_label": no_bias_label},
         "prebiased": True,
         "seed": seed,
         "image_size": None,
         "spatial_dims": 3,
         "channels": 1,
+        "modality": "MR",
         "labels": {"0": "healthy", "1": "disease"},
+        "bias_types": {str(k): v for k, v in names.items()},
     }
     return build_datalist(
-        table, out_dir, spec, metadata, attributes=("bias", "bias_label"), strata=("label", "bias"),
+        table, out_dir, spec, metadata, attributes=("bias", "bias_label", "bias_type"), strata=("label", "bias"),
         teacher_eligible="bias_free", drop_missing=drop_missing, overwrite=overwrite,
         progress=progress, verbose=verbose,
     )

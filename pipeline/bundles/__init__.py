@@ -30,7 +30,18 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-BUNDLES_ROOT = Path(os.environ.get("SHORTCUT_KD_BUNDLES", Path(__file__).resolve().parents[2] / "bundles"))
+
+def _bundles_root() -> Path:
+    """``$SHORTCUT_KD_BUNDLES``, else the checkout's ``bundles/`` beside this package, else the copy
+    that ``pip install .`` puts under ``<prefix>/share/shortcut-kd/bundles`` (setup.cfg data_files)."""
+    if os.environ.get("SHORTCUT_KD_BUNDLES"):
+        return Path(os.environ["SHORTCUT_KD_BUNDLES"])
+    checkout = Path(__file__).resolve().parents[2] / "bundles"
+    installed = Path(sys.prefix) / "share" / "shortcut-kd" / "bundles"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+BUNDLES_ROOT = _bundles_root()
 WORKFLOWS = ("train", "evaluate", "inference")
 # workflows that analyse a trained model (not part of an exported bundle, except EXPORTED_ANALYSES)
 ANALYSES = ("layers", "saliency", "audit")
@@ -209,6 +220,18 @@ def with_fingerprint(files: Sequence[str], settings: Mapping[str, Any]) -> dict[
     return settings
 
 
+NONE_WORDS = ("None", "null")
+
+
+def explicit_none(extra: Sequence[str]) -> list[str]:
+    """``--key None`` (or ``null``) as ``--key $None``: MONAI's command line (fire) reads a bare
+    None as "not given" and drops the override, so ``--artifact None`` would keep the artifact."""
+    return [
+        "$None" if value in NONE_WORDS and index > 0 and str(extra[index - 1]).startswith("--") else value
+        for index, value in enumerate(extra)
+    ]
+
+
 def monai_command(
     bundle: str, workflow: str, scenario: str | None, overrides: Sequence[str], extra: Sequence[str]
 ) -> list[str]:
@@ -225,6 +248,7 @@ def monai_command(
     from pipeline.bundles.overrides import check_keys, monai_arguments, parse_overrides
 
     files = config_files(bundle, workflow, scenario, overrides)
+    extra = explicit_none(extra)
     settings = parse_overrides(extra)
     check_keys(files, settings, f"not in the merged config of {bundle} {workflow}")
     fingerprint = with_fingerprint(files, settings)["config_fingerprint"]

@@ -14,7 +14,6 @@ import argparse
 import sys
 from typing import Sequence
 
-from pipeline import bundle_export
 from pipeline.bundles import (
     ANALYSES,
     WORKFLOWS,
@@ -24,6 +23,7 @@ from pipeline.bundles import (
     monai_command,
     multi_gpu_configs,
 )
+from pipeline.bundles import export as bundle_export
 from pipeline.bundles.torchrun import torchrun_command
 
 

@@ -327,7 +327,62 @@ def inference_items(source: str | Path, role: str = "test") -> list[dict]:
     raise ValueError(f"input '{path}' does not exist (expected a folder of images or a datalist JSON)")
 
 
-def intensity_scaling(datalist: str | Path, intensity_range=None, keys: str = "image"):
+# images read to compute a training role's intensity range (evenly spaced over the role)
+RANGE_SAMPLE = 500
+PER_IMAGE = "per_image"
+
+
+def resolve_intensity_range(datalist: str | Path | None, intensity_range=None, role: str = "train"):
+    """The ``[low, high]`` stored intensities a run maps to [0, 1], or ``"per_image"``.
+
+    In this order: ``intensity_range`` when given (``[low, high]``, or ``"per_image"`` for each
+    image's own min and max); the datalist's ``metadata.stored_intensity_range``; else the min
+    and max over ``role``'s images (at most :data:`RANGE_SAMPLE`, evenly spaced), computed once
+    per run and recorded in its ``run_settings.json``.
+
+    Raises:
+        ValueError: a range that is not two increasing numbers, or no range and no datalist.
+    """
+    if intensity_range is None and datalist is not None:
+        intensity_range = _read_json(_datalist_path(datalist)).get("metadata", {}).get("stored_intensity_range")
+        if intensity_range is None:
+            intensity_range = _role_range(datalist, role)
+    if intensity_range is None:
+        raise ValueError("intensity_range is null and there is no datalist to read it from: give [low, high]")
+    if intensity_range == PER_IMAGE:
+        return PER_IMAGE
+    try:
+        low, high = (float(v) for v in intensity_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"intensity_range must be [low, high] or '{PER_IMAGE}', got {intensity_range!r}") from None
+    if not high > low:
+        raise ValueError(f"intensity_range must be increasing, got {intensity_range!r}")
+    return [low, high]
+
+
+def _role_range(datalist: str | Path, role: str) -> list[float]:
+    """Min and max stored intensity over (a sample of) ``role``'s images."""
+    from pipeline.engine.image_io import load_image
+
+    roles = [k for k, v in _read_json(_datalist_path(datalist)).items() if isinstance(v, list) and v]
+    role = role if role in roles or not roles else roles[0]  # an inference-only datalist: its first role
+    items = load_role(datalist, role)
+    step = max(1, -(-len(items) // RANGE_SAMPLE))
+    loader = load_image()
+    low, high = float("inf"), float("-inf")
+    for item in items[::step]:
+        image = loader({"image": item["image"]})["image"]
+        low, high = min(low, float(image.min())), max(high, float(image.max()))
+    if not high > low:
+        raise ValueError(
+            f"datalist '{datalist}' role '{role}': every image holds the single value {low}; set intensity_range"
+        )
+    logger.info("intensity range of datalist '%s' role '%s' (%d images): [%g, %g]", datalist, role,
+                len(items[::step]), low, high)
+    return [low, high]
+
+
+def intensity_scaling(datalist: str | Path | None, intensity_range=None, keys: str = "image"):
     """The transform that maps stored intensities to [0, 1] for every image of a datalist.
 
     A fixed range keeps intensity differences between images (a faint opacity, a global contrast
@@ -335,25 +390,17 @@ def intensity_scaling(datalist: str | Path, intensity_range=None, keys: str = "i
     noise, and hid the embedded data's finding (clean AUC 0.73 instead of 0.96 for the same model).
 
     Args:
-        datalist: datalist JSON; its ``metadata.stored_intensity_range`` is used when given.
-        intensity_range: ``[low, high]`` stored values mapped to 0 and 1 (clipped); None: from the
-            datalist metadata, else each image's own min and max.
+        datalist: datalist JSON (None: ``intensity_range`` must be given, as in an exported bundle).
+        intensity_range: see :func:`resolve_intensity_range`.
         keys: image keys.
 
     Raises:
-        ValueError: a range that is not two increasing numbers.
+        ValueError: see :func:`resolve_intensity_range`.
     """
     from monai.transforms import ScaleIntensityd, ScaleIntensityRanged
 
-    if intensity_range is None:
-        with open(datalist) as handle:
-            intensity_range = json.load(handle).get("metadata", {}).get("stored_intensity_range")
-    if intensity_range is None:
+    intensity_range = resolve_intensity_range(datalist, intensity_range)
+    if intensity_range == PER_IMAGE:
         return ScaleIntensityd(keys=keys, minv=0.0, maxv=1.0)
-    try:
-        low, high = (float(v) for v in intensity_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"intensity_range must be [low, high], got {intensity_range!r}") from None
-    if not high > low:
-        raise ValueError(f"intensity_range must be increasing, got {intensity_range!r}")
+    low, high = intensity_range
     return ScaleIntensityRanged(keys=keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)

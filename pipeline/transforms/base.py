@@ -83,6 +83,12 @@ class Artifact(Randomizable, Transform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Artifact:
+        artifact = super().__new__(cls)
+        # the arguments it was built with: a run records its artifact as a config (pipeline.bundles.run_settings)
+        artifact.init_arguments = (args, dict(kwargs))
+        return artifact
+
     def __init__(self) -> None:
         self._draw_state: tuple | None = None
 

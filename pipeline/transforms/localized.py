@@ -144,15 +144,21 @@ class DiscArtifact(LocalizedArtifact):
         return (_normalised_radius(box) <= 1.0).astype(float), level(self.intensity)
 
 
+# least height of shrunk text (rows of the 7-row font kept) when the box is smaller than the font
+MIN_TEXT_ROWS = 3
+
+
 class TextTagArtifact(LocalizedArtifact):
     """Text burnt into the image, like the "L"/"R"/"PORTABLE" markers on radiographs.
 
     The 5x7 bitmap font is scaled by the largest whole factor that fits the box's first two axes and
-    centred in it; in 3D the text fills every slice of the box's slab.
+    centred in it; a box smaller than the font keeps evenly spaced rows and columns of it (at least
+    :data:`MIN_TEXT_ROWS` rows). In 3D the text fills every slice of the box's slab.
 
     Args:
         text: characters A-Z, 0-9, space and - . : / + (lower case is upper-cased).
-        size: box size (default 0.25); must hold at least 7 x (6 * len(text) - 1) pixels.
+        size: box size (default 0.25); text of n characters is 7 x (6n - 1) pixels at full size
+            and needs at least 3 x (18n - 3) / 7 pixels.
         others: see :class:`LocalizedArtifact`.
 
     Raises:
@@ -165,13 +171,20 @@ class TextTagArtifact(LocalizedArtifact):
 
     def _pattern(self, box, level):
         bitmap = text_bitmap(self.text)
-        scale = min(box[0] // GLYPH_HEIGHT, box[1] // bitmap.shape[1])
-        if scale < 1:
-            raise ValueError(
-                f"size={box} pixels is too small for text={self.text!r}: it needs at least "
-                f"{GLYPH_HEIGHT} x {bitmap.shape[1]} pixels on the first two spatial axes."
-            )
-        glyphs = np.kron(bitmap, np.ones((scale, scale), dtype=bool))
+        scale = min(box[0] / GLYPH_HEIGHT, box[1] / bitmap.shape[1])
+        if scale >= 1:
+            glyphs = np.kron(bitmap, np.ones((int(scale), int(scale)), dtype=bool))
+        else:  # a box narrower than the font: every k-th row and column (nearest), at least MIN_TEXT_ROWS high
+            rows, cols = round(bitmap.shape[0] * scale), round(bitmap.shape[1] * scale)
+            if rows < MIN_TEXT_ROWS:
+                needed = math.ceil(MIN_TEXT_ROWS / GLYPH_HEIGHT * bitmap.shape[1])
+                raise ValueError(
+                    f"size={box} pixels is too small for text={self.text!r}: it needs at least "
+                    f"{MIN_TEXT_ROWS} x {needed} pixels on the first two spatial axes "
+                    f"({GLYPH_HEIGHT} x {bitmap.shape[1]} for the font at full size)."
+                )
+            pick = [np.linspace(0, n - 1, m).round().astype(int) for n, m in zip(bitmap.shape, (rows, cols))]
+            glyphs = bitmap[np.ix_(*pick)]
         top, left = ((b - g) // 2 for b, g in zip(box[:2], glyphs.shape))
         mask = np.zeros(box[:2])
         mask[top : top + glyphs.shape[0], left : left + glyphs.shape[1]] = glyphs

@@ -38,7 +38,7 @@ def small_cnn_checkpoint(path):
 
 @pytest.mark.slow
 def test_the_bundle_workflow_and_an_exported_bundle_audit_a_model(tiny_datalist_2d, tmp_path):
-    from pipeline.bundle_export import export_bundle
+    from pipeline.bundles.export import export_bundle
 
     checkpoint = small_cnn_checkpoint(tmp_path / "model.pt")
     settings = {**TINY, "datalist": str(tiny_datalist_2d), "checkpoint": str(checkpoint), "output_root": str(tmp_path),

@@ -4,7 +4,13 @@ and every workflow runs alone from the exported folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,9 +19,9 @@ import yaml
 from bundle_helpers import run_workflow, tiny_settings
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from pipeline.bundle_export import export_bundle, parse_settings
 from pipeline.bundles import BUNDLES_ROOT, meta_file
 from pipeline.bundles.cli import main
+from pipeline.bundles.export import export_bundle, parse_settings
 from pipeline.engine.datalist import load_role
 from pipeline.networks import build_network, load_checkpoint
 
@@ -57,17 +63,24 @@ def read_yaml(path):
 
 def test_exported_folder_is_self_contained(exported):
     files = {p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()}
-    assert files == {
+    assert {f for f in files if not f.startswith("scripts/")} == {
         "LICENSE",
         "configs/train.yaml",
         "configs/evaluate.yaml",
         "configs/inference.yaml",
+        "configs/multi_gpu_train.yaml",
         "configs/audit.yaml",
         "configs/metadata.json",
         "configs/logging.conf",
         "docs/README.md",
         "models/model.pt",
+        "large_files.yml",
     }
+    # the project's code the configs call, renamed under scripts/ (no training-only experiment code)
+    assert {"scripts/__init__.py", "scripts/pipeline/networks/registry.py", "scripts/pipeline/engine/datalist.py"} <= files
+    assert not any(f.startswith("scripts/pipeline/experiment") for f in files)
+    shipped = (exported / "scripts" / "pipeline" / "networks" / "__init__.py").read_text()
+    assert "from scripts.pipeline.networks" in shipped and "from pipeline." not in shipped
     assert not any(p.is_symlink() for p in exported.rglob("*"))
     assert (exported / "LICENSE").read_text() == (BUNDLES_ROOT.parent / "LICENSE").read_text()
     assert not list(exported.parent.glob(".*.tmp"))  # the staging folder was renamed
@@ -82,6 +95,10 @@ def test_exported_folder_is_self_contained(exported):
         config = read_yaml(exported / "configs" / f"{workflow}.yaml")
         assert config["checkpoint"] == "$@bundle_root + '/models/model.pt'"
         assert "train" not in config and "optimizer" not in config  # training entries left out
+    inference = read_yaml(exported / "configs" / "inference.yaml")
+    assert "$import scripts.pipeline as pipeline" in inference["imports"]
+    assert inference["scaling_range"] == [0.0, 255.0]  # the run's range, as a value: no datalist read
+    assert not any("import pipeline" in line or "data_prep" in line for line in inference["imports"])
 
 
 def test_exported_weights_are_the_runs_weights(exported, trained_run):
@@ -100,8 +117,16 @@ def test_exported_metadata_passes_the_schema_and_holds_the_runs_metrics(exported
     assert meta["eval_metrics"]["in_distribution_accuracy"] == pytest.approx(
         run_metrics["in_distribution"]["accuracy"], rel=1e-9
     )
-    assert "shortcut-kd" in meta["required_packages_version"]
-    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
+    packages = meta["required_packages_version"]
+    assert "shortcut-kd" not in packages  # no index has it: the code ships in scripts/
+    assert {"fire", "pyyaml", "jsonschema", "pytorch-ignite", "pandas"} <= set(packages)
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["spatial_shape"] == [32, 32]  # the run's size, from its run_settings.json
+    assert image["modality"] == "XR" and image["num_channels"] == 1
+    assert "synthetic 2D" in meta["data_source"]
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "normal", "1": "opacity"}
+    large = read_yaml(exported / "large_files.yml")["large_files"]
+    assert [entry["path"] for entry in large] == ["models/model.pt"] and len(large[0]["hash_val"]) == 32
     pred = meta["network_data_format"]["outputs"]["pred"]
     assert pred["type"] == "logits" and len(pred["value_range"]) == 2
     readme = (exported / "docs" / "README.md").read_text()
@@ -118,13 +143,14 @@ def test_model_zoo_full_checks_pass(exported, tmp_path):
         config_file=str(exported / "configs" / "inference.yaml"),
         bundle_root=str(exported),
     )
-    verify_net_in_out(net_id="network_def", **common)
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(tmp_path / "model.ts"),
-        ckpt_file=str(exported / "models" / "model.pt"),
-        **common,
-    )
+    with bundle_code(exported):
+        verify_net_in_out(net_id="network_def", **common)
+        ckpt_export(
+            net_id="network_def",
+            filepath=str(tmp_path / "model.ts"),
+            ckpt_file=str(exported / "models" / "model.pt"),
+            **common,
+        )
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
     network = build_network("small_cnn", 2, 1, 2).eval()
     load_checkpoint(network, exported / "models" / "model.pt")
@@ -134,20 +160,31 @@ def test_model_zoo_full_checks_pass(exported, tmp_path):
         assert torch.allclose(scripted(x), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
 
 
+@contextlib.contextmanager
+def bundle_code(folder):
+    """``folder``'s scripts/ importable afresh, as on the sys.path of a command run inside it."""
+    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+
+
 def run_in_folder(folder, workflow, workflow_type, **overrides):
     """What `python -m monai.bundle run --config_file configs/<workflow>.yaml` does in ``folder``."""
-    wf = ConfigWorkflow(config_file=f"configs/{workflow}.yaml", workflow_type=workflow_type, **overrides)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    with bundle_code(folder):
+        wf = ConfigWorkflow(config_file=f"configs/{workflow}.yaml", workflow_type=workflow_type, **overrides)
+        wf.initialize()
+        wf.run()
+        wf.finalize()
     return wf
 
 
 def test_workflows_run_alone_inside_the_folder(
     exported, trained_run, tiny_datalist_2d, tmp_path, monkeypatch
 ):
-    import shutil
-
     folder = tmp_path / "bundle"
     shutil.copytree(exported, folder)  # a copy: training replaces models/model.pt
     monkeypatch.chdir(folder)
@@ -169,11 +206,12 @@ def test_workflows_run_alone_inside_the_folder(
     table = pd.read_csv(tmp_path / "folder_input" / "predictions.csv", header=None)
     assert len(table) == len(list(images.glob("*.png")))
 
-    before = (folder / "models" / "model.pt").stat().st_mtime_ns
+    shipped = (folder / "models" / "model.pt").read_bytes()
     wf = run_in_folder(folder, "train", "train")
     assert wf.parser.get_parsed_content("train#trainer").state.epoch == 1
-    assert (folder / "models" / "checkpoint_final.pt").is_file()
-    assert (folder / "models" / "model.pt").stat().st_mtime_ns > before
+    assert (folder / "runs" / "baseline" / "models" / "checkpoint_final.pt").is_file()
+    assert (folder / "runs" / "baseline" / "models" / "model.pt").is_file()
+    assert (folder / "models" / "model.pt").read_bytes() == shipped  # the published weights stay
 
 
 @pytest.mark.parametrize(
@@ -183,9 +221,10 @@ def test_every_bundle_exports_without_weights(bundle, scenario, tmp_path):
     out = export_bundle(bundle, tmp_path / bundle, scenario=scenario)
     meta_path = out / "configs" / "metadata.json"
     verify_metadata(meta_file=str(meta_path), filepath=str(SCHEMA))
-    verify_net_in_out(
-        net_id="network_def", meta_file=str(meta_path), config_file=str(out / "configs" / "inference.yaml")
-    )
+    with bundle_code(out):
+        verify_net_in_out(
+            net_id="network_def", meta_file=str(meta_path), config_file=str(out / "configs" / "inference.yaml")
+        )
     meta = json.loads(meta_path.read_text())
     assert meta["eval_metrics"] == {}
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == (
@@ -207,13 +246,67 @@ def test_export_refuses_a_non_empty_folder_and_leaves_it_alone(tmp_path):
 
 
 def test_checkpoint_that_does_not_fit_the_config_is_refused(trained_run, tmp_path):
+    alone = tmp_path / "old_run" / "model.pt"  # a run that recorded no run_settings.json
+    alone.parent.mkdir()
+    shutil.copyfile(trained_run / "models" / "model.pt", alone)
     with pytest.raises(ValueError, match=r"model\.pt does not fit the exported network \(resnet18"):
-        export_bundle(
-            "baseline", tmp_path / "out", checkpoint=trained_run / "models" / "model.pt",
-            settings={"network_name": "resnet18"},
-        )  # fmt: skip
+        export_bundle("baseline", tmp_path / "out", checkpoint=alone, settings={"network_name": "resnet18"})
     assert not (tmp_path / "out").exists()
-    assert list(tmp_path.iterdir()) == []  # no staging folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old_run"]  # no staging folder left
+
+
+def test_settings_that_contradict_the_run_are_refused(trained_run, tmp_path):
+    checkpoint = trained_run / "models" / "model.pt"
+    with pytest.raises(ValueError, match=r"--image_size \[64, 64\] contradicts the run, which trained with image_size=\[32, 32\]"):
+        export_bundle("baseline", tmp_path / "a", checkpoint=checkpoint, settings={"image_size": [64, 64]})
+    with pytest.raises(ValueError, match=r"--artifact None contradicts the run"):
+        export_bundle("baseline", tmp_path / "b", checkpoint=checkpoint, settings={"artifact": None})
+    # agreeing values (ints for floats) are accepted
+    out = export_bundle("baseline", tmp_path / "c", checkpoint=checkpoint, settings={"image_size": [32.0, 32]})
+    assert read_yaml(out / "configs" / "train.yaml")["artifact"]["_target_"] == "scripts.pipeline.transforms.PatchArtifact"
+
+
+def test_copied_folder_runs_without_the_project(exported, tiny_datalist_2d, tmp_path):
+    """The CI form of item 1: `python -m monai.bundle run` in a copy of the folder, with a user's
+    own pipeline.py and data_prep.py first on the path, so the project cannot be what runs."""
+    folder = tmp_path / "elsewhere" / "bundle"
+    shutil.copytree(exported, folder)
+    user = tmp_path / "user"
+    user.mkdir()
+    for name in ("pipeline.py", "data_prep.py"):
+        (user / name).write_text("raise ImportError('a user module of the same name')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(user)
+    probe = subprocess.run([sys.executable, "-c", "import pipeline.networks"], cwd=folder, env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "a user module" in probe.stderr
+    images = tiny_datalist_2d.parent / "images"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+               "--input", str(images), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "inference" / "predictions.csv", header=None)
+    assert len(table) == len(list(images.glob("*.png")))
+
+
+def test_copied_folder_passes_model_zoo_ci(exported, tmp_path):
+    """../shared/tools/model-zoo-ci/verify_bundle.py, run exactly as model-zoo's CI runs it."""
+    tool = Path(os.environ.get("MODEL_ZOO_CI", BUNDLES_ROOT.parent.parent / "shared" / "tools" / "model-zoo-ci"))
+    if not (tool / "verify_bundle.py").is_file():
+        pytest.skip(f"model-zoo CI tool not found at {tool}")
+    (tmp_path / "ci").mkdir()
+    for script in tool.glob("*.py"):
+        shutil.copyfile(script, tmp_path / "ci" / script.name)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model_info.json").write_text("{}")
+    bundle = tmp_path / "models" / "shortcut_kd_baseline"
+    shutil.copytree(exported, bundle)
+    (bundle / "eval").mkdir()
+    shutil.copyfile(tool / "meta_schema_20240725.json", bundle / "eval" / "schema.json")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "ci/verify_bundle.py", "-b", "shortcut_kd_baseline", "-p", "models", "-m", "full"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "export weights into TorchScript module successfully" in done.stdout
 
 
 def test_missing_checkpoint_and_unknown_bundle_are_named(tmp_path):

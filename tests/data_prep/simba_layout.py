@@ -71,3 +71,23 @@ def write_dataset(root: Path, sizes=(40, 12, 20), **rates) -> dict[str, Path]:
         paths[split] = write_split(root, split, biased_rows(n, **rates), first=first)
         first += n
     return paths
+
+
+def write_published(root: Path, experiment: str, splits: dict[str, list[tuple[int, int]]], no_bias: int = 0) -> Path:
+    """A dataset in the layout SimBA's generate_data.py writes (estanley16/SimBA): volumes in
+    ``root/datasets/<experiment>/<split>/`` numbered from 00000 in every split and named after
+    their effects (``_B`` when biased), CSVs at ``root/<experiment>/<split>.csv`` with the unnamed
+    pandas index and the generating machine's absolute ``filepath``; returns ``root``."""
+    for split, rows in splits.items():
+        folder = root / "datasets" / experiment / split
+        folder.mkdir(parents=True, exist_ok=True)
+        (root / experiment).mkdir(parents=True, exist_ok=True)
+        records = []
+        for n, (label, code) in enumerate(rows):
+            effect = round(float(np.cos(n)), 3)
+            name = f"{n:05d}_0.0_S_{effect}_D" + ("_2.0_B" if code != no_bias else "") + ".nii.gz"
+            write_volume(folder / name, label, int(code != no_bias), hash((split, n)) % 1000)
+            records.append([0.0, effect, 0, int(effect > 0), f"0_{int(effect > 0)}", code, label, f"{label}_{code}",
+                            f"/home/emma/Documents/SBB/datasets/{experiment}/{split}/{name}", name])  # fmt: skip
+        pd.DataFrame(records, columns=COLUMNS).to_csv(root / experiment / f"{split}.csv")
+    return root

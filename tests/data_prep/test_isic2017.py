@@ -105,3 +105,18 @@ def test_layout_errors(tmp_path):
         isic2017.prepare(tmp_path, tmp_path / "out")
     with pytest.raises(ValueError, match="task must be one of"):
         isic2017.prepare(tmp_path, tmp_path / "out", task="nevus")
+
+
+def test_png_images_are_read_and_missing_ones_are_counted(root, tmp_path):
+    folder = root / "ISIC-2017_Training_Data"
+    for path in sorted(folder.glob("ISIC_???????.jpg"))[:10]:  # ten converted to PNG, one removed
+        Image.open(path).save(path.with_suffix(".png"))
+        path.unlink()
+    datalist = isic2017.prepare(root, tmp_path / "out", progress=False, verbose=False)
+    images = [item["image"] for role in ("train", "teacher", "validation", "test")
+              for item in json.loads(datalist.read_text()).get(role, [])]
+    assert sum(image.endswith(".png") for image in images) == 10
+    for path in sorted(folder.glob("ISIC_???????.png"))[:7]:
+        path.unlink()
+    with pytest.raises(ValueError, match=r"^7 of 60 referenced image file\(s\) .*e\.g\. .*ISIC_0000000\.jpg \(missing.*and 2 more"):
+        isic2017.prepare(root, tmp_path / "again", progress=False, verbose=False)

@@ -129,3 +129,29 @@ def test_no_bias_code_detection():
     with pytest.raises(ValueError, match="no_bias_label must be one of"):
         simba_source.no_bias_code(pd.Series([0, 1]), 7)
 
+
+
+def test_simba_as_its_own_code_publishes_it_reads_with_one_command(tmp_path):
+    """Per-split folders numbered from 00000 each, CSVs apart, another machine's paths, multi-bias codes."""
+    from simba_layout import write_published
+
+    multi = [(label, code) for label in (0, 1) for code in (0, 1, 2, 3, 3, 3)]  # 0 both, 1 intensity, 2 shape, 3 none
+    root = write_published(tmp_path / "SBB", "far_bias", {"train": multi * 3, "val": multi, "test": multi}, no_bias=3)
+    assert main(["simba", "--simba-root", str(root), "--experiment", "far_bias", "--out", str(tmp_path / "out"),
+                 "--teacher-size", "4", "--no-progress"]) == 0  # fmt: skip
+    content = json.loads((tmp_path / "out" / "datalist.json").read_text())
+    items = [item for role in ("train", "teacher", "validation", "test") for item in content[role]]
+    assert len(items) == 36 + 12 + 12 and len({item["id"] for item in items}) == len(items)
+    assert {item["id"][:5] for item in content["test"]} == {"test_"} and len(content["validation"]) == 12
+    folders = {(tmp_path / "out" / item["image"]).resolve().parent for item in items}  # written relative to out
+    assert folders == {(root / "datasets" / "far_bias" / split).resolve() for split in ("train", "val", "test")}
+    assert {item["bias_type"] for item in items} == {"both", "intensity", "shape", "none"}
+    assert all(item["bias"] == int(item["bias_type"] != "none") for item in items)
+    assert all(item["bias_type"] == "none" for item in content["teacher"])
+
+
+def test_simba_layout_needs_both_flags_and_names_a_missing_csv(tmp_path, capsys):
+    assert main(["simba", "--simba-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "--simba-root ROOT --experiment EXP" in capsys.readouterr().err
+    assert main(["simba", "--simba-root", str(tmp_path), "--experiment", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "x/train.csv not found" in capsys.readouterr().err
