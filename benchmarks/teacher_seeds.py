@@ -191,6 +191,29 @@ def spread(table: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """The table as the README shows it: one line per (run, teacher seed), then each run's spread."""
+    lines = [
+        "| run | teacher seed | teacher bias-free | teacher cf ΔTPR | student bias-inverted | gap closed "
+        "| student cf ΔTPR | student bias-free (ERM) | student flip rate | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.run} | {r.teacher_seed} | {r.teacher_bias_free_auc:.3f} | {r.teacher_cf_delta_tpr:.2f} | "
+            f"{r.distilled_bias_inverted_auc:.3f} | {r.gap_closed:.0%} | {r.distilled_cf_delta_tpr:.2f} | "
+            f"{r.distilled_bias_free_auc:.3f} ({r.erm_bias_free_auc:.3f}) | {r.distilled_flip_rate:.2f} | {r.verdict} |"
+        )
+    summary = spread(table)
+    lines += ["", "| run | teachers | gap closed: mean, lowest - highest (spread) | removed |", "| --- | --- | --- | --- |"]
+    for run, r in summary.iterrows():
+        lines.append(
+            f"| {run} | {int(r.teachers)} | {r.gap_closed_mean:.0%}, {r.gap_closed_min:.0%} - {r.gap_closed_max:.0%} "
+            f"({r.gap_closed_spread:.2f}) | {int(r.removed)} of {int(r.teachers)} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="benchmarks/configs/teacher_seeds.yaml", help="runs file (YAML)")
@@ -198,7 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default="benchmarks/results/teacher_seeds.csv", help="CSV to write")
     parser.add_argument("--only", nargs="+", help="run only these runs of the file")
     parser.add_argument("--resume", action="store_true", help="reuse finished trainings and rows of --table")
+    parser.add_argument("--markdown", action="store_true", help="only print --table as the README's tables")
     args = parser.parse_args(argv)
+    if args.markdown:
+        table = pd.read_csv(args.table)
+        print(markdown(table[table["run"].isin(args.only)] if args.only else table))
+        return 0
     runs = load_runs(args.runs)
     unknown = sorted(set(args.only or []) - set(runs))
     if unknown:

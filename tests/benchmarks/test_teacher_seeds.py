@@ -93,3 +93,11 @@ def test_a_student_run_needs_its_teacher_trained(tmp_path):
     config = teacher_seeds.base_config({"scenario": "localized2d"}, tmp_path / "students")
     with pytest.raises(FileNotFoundError, match="teacher_seed2_teacher has no evaluated teacher"):
         teacher_seeds.train_student(config, tmp_path / "teachers" / "localized2d", 2, resume=True)
+
+
+def test_markdown_shows_every_row_and_each_run_s_spread():
+    config = teacher_seeds.base_config({"scenario": "localized2d"}, Path("out"))
+    rows = [teacher_seeds.table_row("a", config, s, METRICS, 1.0) for s in (0, 1)]
+    text = teacher_seeds.markdown(pd.DataFrame(rows, columns=teacher_seeds.COLUMNS))
+    assert "| a | 1 | 0.840 | -0.30 | 0.830 | 90% | 0.02 | 0.870 (0.880) | 0.04 | removed |" in text
+    assert "| a | 2 | 90%, 90% - 90% (0.00) | 2 of 2 |" in text

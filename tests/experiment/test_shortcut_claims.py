@@ -35,33 +35,38 @@ def default_claims(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_default_run_erm_learns_the_shortcut_and_distillation_closes_the_gap(default_claims):
-    # measured on the default run (README, Results; seed 0, 2 torch threads) on two x86 machines:
-    # ERM gap 0.77 on both, ΔTPR 0.81-0.86 (counterfactual 0.75-0.76); the student closes 96% of
-    # the gap on one and 67% on the other, whose teacher selected another epoch and reacts less to
-    # the patch (README, "The result depends on the teacher": 64-78% over student and teacher
-    # seeds there). The 0.55 floor is below every measurement by more than the bias-inverted
-    # AUCs' CIs (about ±0.03 on 0.77 of gap: ±0.05).
+def test_default_run_erm_learns_the_shortcut_and_distillation_removes_it(default_claims):
+    """The targets of the issues, not what was measured: the test fails while a target is unmet.
+
+    Measured with the current default teacher (flips only, final epoch) over five teacher seeds on
+    one 2-core AMD EPYC machine (benchmarks/results/teacher_seeds.csv, run localized2d_flip_teacher):
+    see the README, "The result depends on the teacher".
+    """
+    # ERM learns the shortcut: measured gap 0.77 on three machines, counterfactual ΔTPR 0.75-0.76
     assert default_claims["erm_gap"] >= 0.5
-    assert default_claims["erm_delta_tpr"] >= 0.3
-    assert default_claims["gap_closed"] >= 0.55
-    erm_cf, distilled_cf = (default_claims[f"{m}_delta_tpr_counterfactual"] for m in ("erm", "distilled"))
-    # counterfactual ΔTPR: 0.75 -> -0.06 and 0.76 -> 0.27 on the two machines
-    assert abs(distilled_cf) <= 0.5 * abs(erm_cf)
-    # in-distribution ΔTPR (25 positives without the patch: ±0.2): 0.81 -> 0.10 and 0.86 -> 0.33
-    assert abs(default_claims["distilled_delta_tpr"]) <= 0.5 * abs(default_claims["erm_delta_tpr"])
-    # bias-free AUC kept: within the two AUCs' CI widths (about ±0.02 each) of ERM's (0.869 vs
-    # 0.876 and 0.875 vs 0.880)
-    assert default_claims["distilled_bias_free_auc"] >= default_claims["erm_bias_free_auc"] - 0.04
+    assert default_claims["erm_delta_tpr_counterfactual"] >= 0.5
+    # the student removes it (issue "The student's result must not hinge on its teacher's luck"):
+    # gap closed >= 0.80, |counterfactual ΔTPR| <= 0.10, bias-free AUC at most 0.02 below ERM's
+    assert default_claims["gap_closed"] >= 0.80
+    assert abs(default_claims["distilled_delta_tpr_counterfactual"]) <= 0.10
+    assert default_claims["distilled_bias_free_auc"] >= default_claims["erm_bias_free_auc"] - 0.02
+    assert default_claims["distilled_verdict"] == "removed"
+    # never below ERM on either test set
+    assert default_claims["distilled_bias_inverted_auc"] >= default_claims["erm_bias_inverted_auc"]
+    assert default_claims["distilled_bias_free_auc"] >= default_claims["erm_bias_free_auc"]
 
 
 # The fast version: the same data generator and shortcut at a smaller size (2,000 images: 900
-# training, 500 teacher, the rest validation and test), no source model (the teacher trains from scratch), run once for both
-# claims (about 2.5 minutes on 2 idle cores). Measured at this size (seed 0, 2 torch threads):
-# ERM bias-inverted AUC 0.061 against the reference's 0.812 (counterfactual ΔTPR 1.00); the teacher
-# reaches only 0.693, and the student started from it 0.592 (71% of the gap closed, counterfactual
-# ΔTPR 0.31). The thresholds leave room for other CPUs' arithmetic: a student at 0.4 of the gap and
-# 0.6 of ERM's counterfactual ΔTPR would still show that distillation reduces the shortcut.
+# training, 500 teacher, the rest validation and test), no source model (the teacher trains from
+# scratch, with the strong augmentation), run once for both claims (about 2.5 minutes on 2 idle
+# cores). Measured at this size (seed 0, 2 torch threads) on two x86 machines (an Intel Xeon and
+# an AMD EPYC, the latter with the teacher's final epoch instead of its best held-out one): the
+# same numbers to 3 decimals. ERM bias-inverted AUC 0.061 against the reference's 0.812
+# (counterfactual ΔTPR 1.00); the teacher reaches only 0.693 (bias-free 0.699, cf ΔTPR 0.01), and
+# the student started from it 0.592 (71% of the gap, counterfactual ΔTPR 0.31: it keeps part of
+# the shortcut, as a student of a weak teacher does; the slow test asserts removal with the
+# source model). The thresholds leave room for other CPUs' arithmetic: a student at 0.4 of the
+# gap and 0.6 of ERM's counterfactual ΔTPR would still show that distillation reduces the shortcut.
 SMALL = {"data_params": {"n": 2000, "size": 64, "flavour": "thorax", "teacher_size": 500}}
 
 
