@@ -210,3 +210,53 @@ def test_scripted_and_eager_teacher_give_the_same_losses():
         runs[script] = losses
         assert set(scripted) == {script} and trainer._teacher_script is None  # released after the run
     assert runs[True] == pytest.approx(runs[False], rel=1e-4, abs=1e-5)
+
+
+def test_negative_ramp_is_refused_and_the_ramp_reaches_the_task_weight():
+    with pytest.raises(ValueError, match="task_ramp_epochs"):
+        _trainer(task_ramp_epochs=-1)
+    trainer = _trainer(task_weight=3.0, task_ramp_epochs=4)
+    assert [trainer.task_weight_at(e) for e in (1, 2, 3, 5, 9)] == pytest.approx([0.0, 0.75, 1.5, 3.0, 3.0])
+
+
+def test_cache_keys_pair_each_id_with_its_artifact_flag():
+    trainer = _trainer(cache=True)
+    keys = trainer._cache_keys({"id": ["a", "b"], "bias": torch.tensor([[1], [0]])})
+    assert keys == [("a", 1), ("b", 0)]
+    assert trainer._cache_keys({"id": ["a", 7]}) == [("a", 0), ("7", 0)]  # no flag: 0
+    with pytest.raises(ValueError, match=r"cache_teacher_targets needs 'id' in the batch; keys: \['bias', 'image'\]"):
+        trainer._cache_keys({"image": 0, "bias": 1})
+
+
+def test_loss_terms_are_logged_as_floats():
+    from pipeline.distillation.trainer import loss_terms
+
+    logged = loss_terms({LOSS_TERMS: {"ce": torch.tensor(0.5), "kd_logits": torch.tensor(2.0)}, "loss": 1})
+    assert logged == {"ce": 0.5, "kd_logits": 2.0} and all(type(v) is float for v in logged.values())
+
+
+def test_probe_gradients_are_averaged_over_processes_under_ddp(monkeypatch):
+    trainer = _trainer()
+    parameters = [p for p in trainer.distillation.parameters() if p.requires_grad]
+    for parameter in parameters:
+        parameter.grad = torch.full_like(parameter, 3.0)
+    parameters[0].grad = None  # a parameter without a gradient is left alone
+    # a second process whose gradients are all 1: the average is 2
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor: tensor.add_(1.0))
+    trainer._average_distillation_gradients(trainer)
+    assert parameters[0].grad is None
+    assert all(torch.equal(p.grad, torch.full_like(p, 2.0)) for p in parameters[1:])
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1)  # one process: nothing to average
+    trainer._average_distillation_gradients(trainer)
+    assert all(torch.equal(p.grad, torch.full_like(p, 2.0)) for p in parameters[1:])
+
+
+def test_the_teacher_is_scripted_only_on_the_cpu_without_the_cache():
+    images = torch.rand(2, 1, 16, 16)
+    assert _trainer()._scripts_teacher(images)
+    assert not _trainer(script=False)._scripts_teacher(images)
+    assert not _trainer(cache=True)._scripts_teacher(images)
+    assert not _trainer()._scripts_teacher(None)
+    assert not _trainer()._scripts_teacher(images.to("meta"))
