@@ -198,10 +198,12 @@ def markdown(table: pd.DataFrame) -> str:
         "| student cf ΔTPR | student bias-free (ERM) | student flip rate | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    order = {run: index for index, run in enumerate(dict.fromkeys(table["run"]))}
+    table = table.sort_values(["run", "teacher_seed"], key=lambda c: c.map(order) if c.name == "run" else c)
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.run} | {r.teacher_seed} | {r.teacher_bias_free_auc:.3f} | {r.teacher_cf_delta_tpr:.2f} | "
-            f"{r.distilled_bias_inverted_auc:.3f} | {r.gap_closed:.0%} | {r.distilled_cf_delta_tpr:.2f} | "
+            f"{r.distilled_bias_inverted_auc:.3f} | {r.gap_closed:.0%} | {r.distilled_cf_delta_tpr:.3f} | "
             f"{r.distilled_bias_free_auc:.3f} ({r.erm_bias_free_auc:.3f}) | {r.distilled_flip_rate:.2f} | {r.verdict} |"
         )
     summary = spread(table)

@@ -99,5 +99,5 @@ def test_markdown_shows_every_row_and_each_run_s_spread():
     config = teacher_seeds.base_config({"scenario": "localized2d"}, Path("out"))
     rows = [teacher_seeds.table_row("a", config, s, METRICS, 1.0) for s in (0, 1)]
     text = teacher_seeds.markdown(pd.DataFrame(rows, columns=teacher_seeds.COLUMNS))
-    assert "| a | 1 | 0.840 | -0.30 | 0.830 | 90% | 0.02 | 0.870 (0.880) | 0.04 | removed |" in text
+    assert "| a | 1 | 0.840 | -0.30 | 0.830 | 90% | 0.020 | 0.870 (0.880) | 0.04 | removed |" in text
     assert "| a | 2 | 90%, 90% - 90% (0.00) | 2 of 2 |" in text
