@@ -70,7 +70,7 @@ def test_a_densenet121_from_a_plain_monai_script_is_audited_from_checkpoint_and_
 
 
 def test_a_checkpoint_of_another_network_or_no_checkpoint_is_refused(tiny_datalist_2d, tmp_path):
-    config = write_yaml({"image_size": [32, 32]}, tmp_path / "default_network.yaml")
+    config = write_yaml({"spatial_dims": 2, "image_size": [32, 32]}, tmp_path / "default_network.yaml")
     checkpoint = tmp_path / "w.pt"
     torch.save({"w": torch.zeros(1)}, checkpoint)
     # without network_def the config keeps base.yaml's small_cnn, which these weights do not fit
