@@ -1,6 +1,6 @@
 """The settings a training run ran with, saved beside its weights for export and inference.
 
-``training.yaml`` calls :func:`save_run_settings` at start-up: ``<ckpt_dir>/run_settings.json``
+``training.yaml`` calls :func:`save_run_settings` when the training starts (after the start-up checks): ``<ckpt_dir>/run_settings.json``
 holds the network, sizes, channels, the intensity range the run scaled its images with, the
 artifact (as a config) and the data it read. ``python -m pipeline.bundles export --checkpoint``
 takes them from there (:func:`read_run_settings`), so the exported folder describes that run.

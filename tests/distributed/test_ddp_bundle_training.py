@@ -156,7 +156,9 @@ def test_baseline_ddp_shards_batches_syncs_weights_and_writes_on_rank0(tmp_path,
     assert "EarlyStopHandler" in other["evaluator_handlers"]
 
     models = tmp_path / "runs" / "baseline" / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_final.pt", "model.pt"]
+    assert sorted(p.name for p in models.iterdir()) == [
+        "checkpoint_epoch=2.pt", "checkpoint_final.pt", "model.pt", "run_settings.json"
+    ]
     network = build_network("small_cnn", 2, 1, 2)
     report = load_checkpoint(network, models / "checkpoint_final.pt")  # strict: no `module.` prefix
     assert report.complete
