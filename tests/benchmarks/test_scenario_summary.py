@@ -8,10 +8,10 @@ import math
 import pandas as pd
 import pytest
 import torch
-from pipeline.experiment_config import ExperimentConfig
 
 from benchmarks import scenario_runs
 from benchmarks.scenario_runs import MAX_REFERENCE_FOOLED, MIN_ERM_GAP, measures_shortcut
+from pipeline.experiment import ExperimentConfig
 
 EPS = 1e-9
 
