@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Iterable, Mapping
 
-from pipeline.bundles import parse_value
+from pipeline.bundles.overrides import parse_setting
 
 
 def variant_parser(description: str, variants: Mapping[str, dict]) -> argparse.ArgumentParser:
@@ -22,17 +22,11 @@ def variant_parser(description: str, variants: Mapping[str, dict]) -> argparse.A
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict:
-    """``key=value`` pairs, values read by :func:`pipeline.bundles.parse_value`."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        try:
-            overrides[key] = parse_value(text)
-        except ValueError as err:
-            raise SystemExit(f"--set {key}: {err}") from None
-    return overrides
+    """``key=value`` pairs (:func:`pipeline.bundles.overrides.parse_setting`); exits naming a bad one."""
+    try:
+        return dict(parse_setting(pair) for pair in pairs)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def variant_folder(prefix: str, name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Sequence
 import yaml
 
 from pipeline.audit.run import FLIP_THRESHOLD, run_audit
-from pipeline.bundles import parse_value
+from pipeline.bundles.overrides import parse_setting
 
 
 def read_artifact(text: str):
@@ -91,12 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.scan and args.artifact is None:
         parser.error("nothing to audit: give --scan, --artifact SPEC, or both")
     try:
-        settings = {}
-        for pair in args.settings:
-            key, sep, value = pair.partition("=")
-            if not sep or not key:
-                raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-            settings[key] = parse_value(value)
+        settings = dict(parse_setting(pair) for pair in args.settings)
         artifact = None if args.artifact is None else read_artifact(args.artifact)
         audit = run_audit(
             args.datalist, args.out, model_dir=args.model, checkpoint=args.checkpoint, configs=args.config,

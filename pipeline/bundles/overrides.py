@@ -69,6 +69,24 @@ def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
     return settings
 
 
+def parse_setting(text: str) -> tuple[str, Any]:
+    """One ``key=value`` setting (``--set`` of the experiment, the audit and the sweeps) as
+    ``(key, value)``, the value read by :func:`pipeline.bundles.parse_value`.
+
+    Raises:
+        ValueError: no ``=`` or no key, or a value that does not parse (the message names the key).
+    """
+    from pipeline.bundles import parse_value
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    try:
+        return key, parse_value(value)
+    except ValueError as err:
+        raise ValueError(f"--set {key}: {err}") from None
+
+
 def monai_arguments(settings: Mapping[str, Any]) -> list[str]:
     """``--key text`` arguments that ``python -m monai.bundle run`` (``fire``) reads back as exactly
     ``settings``: None as the expression ``'$None'`` (fire's None would be dropped), a text value

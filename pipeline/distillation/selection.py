@@ -126,5 +126,8 @@ def selection_metrics(selection: str, teacher: nn.Module, device=None) -> tuple[
     if selection == "final":
         return {"val_epoch": ValidationEpoch()}, val_auc
     if selection == "teacher_agreement":
+        if teacher is None:
+            raise ValueError("selection 'teacher_agreement' needs a teacher to agree with; the teacher bundle's "
+                             "teacher_selection takes 'final' or 'val_auc'")
         return {"val_agreement": TeacherAgreement(teacher, device=device)}, val_auc
     raise ValueError(f"selection '{selection}' is unknown; choose one of {list(SELECTIONS)}")

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import yaml
 
 from pipeline.atomic import write_json
-from pipeline.bundles import parse_value, run_bundle, scenario_names
+from pipeline.bundles import run_bundle, scenario_names
+from pipeline.bundles.overrides import parse_setting
 from pipeline.engine.resumable_checkpoint import ResumeError, resume_path
 from pipeline.engine.run_lock import OutputInUseError, acquire, release
 from pipeline.experiment.catalogue import METHODS
@@ -225,13 +226,10 @@ def _logged(log: Path, step: str, mode: str):
 
 
 def _parse_setting(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
     try:
-        return key, parse_value(value)
+        return parse_setting(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--set {key}: {err}") from None
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,3 +69,10 @@ def test_teacher_selection_rejects_an_unknown_choice(tiny_datalist_2d, tmp_path)
         chain.append(str(cause))
         cause = cause.__cause__ or cause.__context__
     assert any("selection 'best' is unknown" in message for message in chain)
+
+
+def test_teacher_selection_cannot_be_agreement_with_itself():
+    from pipeline.distillation.selection import selection_metrics
+
+    with pytest.raises(ValueError, match="teacher_selection takes 'final' or 'val_auc'"):
+        selection_metrics("teacher_agreement", None)
