@@ -50,12 +50,14 @@ from pipeline.distillation.trainer import DistillationTrainer
 from pipeline.networks import build_network, network_stages
 
 VARIANTS = ("erm", "live_teacher", "cached_teacher")
-# (variant, measured quantity, largest allowed ratio to ERM)
+# (variant, measured quantity, largest allowed ratio to ERM): issue 24's targets. The cached
+# student's memory is its steady state (the timed steps, after the cache is full and the teacher
+# has left the device); its whole-run peak, warm-up epoch with the teacher included, is reported too.
 TARGETS = (
-    ("live_teacher", "step_ms_median", 1.4),
-    ("cached_teacher", "step_ms_median", 1.1),
+    ("live_teacher", "step_ms_median", 1.35),
+    ("cached_teacher", "step_ms_median", 1.05),
     ("live_teacher", "peak_memory_mb", 1.3),
-    ("cached_teacher", "peak_memory_mb", 1.3),
+    ("cached_teacher", "timed_peak_memory_mb", 1.15),
 )
 RATIO_QUANTITIES = (
     "step_ms_median",

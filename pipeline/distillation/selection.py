@@ -60,7 +60,9 @@ class TeacherAgreement(Metric):
     @reinit__is_reduced
     def update(self, output) -> None:
         images, student = output
-        device = self._teacher_device or images.device
+        device = torch.device(self._teacher_device or images.device)
+        if next(self.teacher.parameters(), images).device != device:  # e.g. a teacher loaded on the CPU
+            self.teacher.to(device)
         self.teacher.eval()
         with torch.no_grad():
             teacher_logits = self.teacher(images.to(device)).float()

@@ -4,13 +4,19 @@ The parent's iteration is kept as it is (AMP, gradient accumulation, compile, ev
 teacher runs at ``FORWARD_COMPLETED`` (inside the parent's autocast region) and the
 distillation terms are added to the task loss by wrapping ``loss_function``. Forward hooks on
 both networks are registered for the duration of ``run()`` and removed on exit, also on errors.
+With the teacher-target cache, the teacher leaves the training device once an epoch has filled
+the cache, and comes back only for a sample that misses it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import logging
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
@@ -22,6 +28,9 @@ from pipeline.distillation.target_cache import TeacherTargetCache
 from pipeline.networks.hooks import FeatureHooks
 
 LOSS_TERMS = "loss_terms"
+OFFLOAD_DEVICE = torch.device("cpu")
+"""Where a cached teacher waits between epochs (its targets are all in the cache)."""
+logger = logging.getLogger(__name__)
 
 
 class DistillationTrainer(SupervisedTrainer):
@@ -37,6 +46,9 @@ class DistillationTrainer(SupervisedTrainer):
         distillation: the :class:`DistillationObjective` (its trainable parts, e.g. the student's
             probes or adapters, must be in ``optimizer``).
         cache_teacher_targets: reuse the teacher's targets of a sample, keyed by (id, bias flag);
+            after each epoch (the cache then holds every sample of it) the teacher's copy moves off
+            an accelerator and freed memory is returned, so the student's steps do not pay for a
+            resident teacher; a sample that misses the cache brings it back;
             only valid when the student's inputs carry no random augmentation.
         script_teacher: on CPU and without the cache, run the teacher as a frozen TorchScript
             (traced on the first batch, checked against the eager copy, which is kept if tracing
@@ -88,6 +100,9 @@ class DistillationTrainer(SupervisedTrainer):
         self._pending_terms: dict[str, torch.Tensor] = {}
         self._check_stage_names()
         self._check_optimizer()
+        self.teacher_offloaded = self._warned_reload = False
+        if self.target_cache is not None:
+            self.add_event_handler(Events.EPOCH_COMPLETED, self._offload_teacher)
         self.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._distil)
         self.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._average_distillation_gradients)
 
@@ -95,6 +110,9 @@ class DistillationTrainer(SupervisedTrainer):
         """Train with hooks registered on both networks; every hook is removed on exit."""
         student_hooks = FeatureHooks(self.network, self.distillation.student_stages)
         teacher_hooks = FeatureHooks(self.teacher, self.distillation.teacher_stages, detach=True)
+        if self.teacher_offloaded:  # a second run(): its first epoch fills the cache again
+            self.teacher.to(self.state.device)
+            self.teacher_offloaded = False
         with student_hooks, teacher_hooks:
             self._student_hooks, self._teacher_hooks = student_hooks, teacher_hooks
             try:
@@ -126,12 +144,36 @@ class DistillationTrainer(SupervisedTrainer):
             cached = self.target_cache.get(keys, images.device)
             if cached is not None:
                 return cached
+        if self.teacher_offloaded:
+            self._reload_teacher(images.device)
         with torch.no_grad():
             logits, features = self._run_teacher(images)
             targets = self.distillation.teacher_targets(features, logits)
         if keys is not None:
             self.target_cache.put(keys, targets)
         return targets
+
+    def _offload_teacher(self, engine: SupervisedTrainer | None = None) -> None:
+        """The cache holds every sample of the epoch: move the teacher's copy off the device and
+        return the memory its passes used (CUDA's cache; glibc's free heap on Linux)."""
+        if self.teacher_offloaded:
+            return
+        self.teacher.to(OFFLOAD_DEVICE)
+        self.teacher_offloaded = True
+        gc.collect()
+        if self.state.device.type == "cuda":
+            torch.cuda.empty_cache()
+        _return_free_heap()
+
+    def _reload_teacher(self, device: torch.device) -> None:
+        if not self._warned_reload:
+            logger.warning(
+                "a batch missed the teacher-target cache after an epoch had filled it (new sample ids "
+                "or artifact states): the teacher runs again on %s", device,
+            )
+            self._warned_reload = True
+        self.teacher.to(device)
+        self.teacher_offloaded = False
 
     def _run_teacher(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The teacher's logits and stage features (call under ``torch.no_grad``)."""
@@ -230,6 +272,14 @@ class DistillationTrainer(SupervisedTrainer):
             self._student_hooks.clear()
             self._teacher_hooks.clear()
         return images
+
+
+def _return_free_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def loss_terms(output: dict) -> dict[str, float]:
