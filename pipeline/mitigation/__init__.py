@@ -10,7 +10,7 @@ from pipeline.mitigation.dfr import find_last_linear, freeze_all_but_last_layer,
 from pipeline.mitigation.group_losses import GroupDROLoss, GroupReweightedLoss
 from pipeline.mitigation.groups import NUM_GROUPS, group_counts, group_index
 from pipeline.mitigation.handlers import BatchContextHandler
-from pipeline.mitigation.jtt import jtt_error_ids, jtt_upsampled_datalist
+from pipeline.mitigation.jtt import jtt_error_ids, jtt_upsampled_datalist, jtt_upweight
 from pipeline.mitigation.sampling import datalist_groups, group_balanced_sampler
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "group_index",
     "jtt_error_ids",
     "jtt_upsampled_datalist",
+    "jtt_upweight",
     "per_sample_cross_entropy",
     "reset_last_layer",
 ]

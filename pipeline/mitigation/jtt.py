@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["jtt_error_ids", "jtt_upsampled_datalist"]
+__all__ = ["jtt_error_ids", "jtt_upsampled_datalist", "jtt_upweight"]
+BALANCED = "balanced"
 
 
 def jtt_error_ids(
@@ -102,3 +103,23 @@ def jtt_upsampled_datalist(
     flags = _error_flags(items, error_ids, id_key)
     return [dict(item) for item, err in zip(items, flags) for _ in range(int(upweight) if err else 1)]
 
+
+
+def jtt_upweight(setting: int | str, n_items: int, n_errors: int) -> int:
+    """lambda_up from a setting: an integer as given, or ``"balanced"``: the error set, repeated,
+    weighs as much as the rest of the training set (``round((n_items - n_errors) / n_errors)``, at
+    least 1; 1 for an empty error set).
+
+    Liu et al. tune lambda_up on the validation set's worst-group accuracy, which needs bias labels
+    that JTT here may not use; balancing the two sets is the label-free rule in its place.
+
+    Raises:
+        ValueError: ``setting`` neither ``"balanced"`` nor an integer >= 1, or counts that do not fit.
+    """
+    if setting == BALANCED:
+        if not 0 <= n_errors <= n_items:
+            raise ValueError(f"jtt_upweight: {n_errors} errors among {n_items} items is impossible.")
+        return 1 if n_errors == 0 else max(1, round((n_items - n_errors) / n_errors))
+    if isinstance(setting, bool) or not isinstance(setting, (int, float)) or int(setting) != setting or setting < 1:
+        raise ValueError(f"jtt_upweight must be an integer >= 1 or '{BALANCED}', got {setting!r}.")
+    return int(setting)

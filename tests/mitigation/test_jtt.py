@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pipeline.mitigation import jtt_error_ids, jtt_upsampled_datalist
+from pipeline.mitigation import jtt_error_ids, jtt_upsampled_datalist, jtt_upweight
 
 ITEMS = [{"id": f"00{i}", "image": f"img{i}.png", "label": i % 2} for i in range(6)]
 
@@ -61,3 +61,24 @@ def test_upsampled_datalist_repeats_exactly_the_error_set():
 def test_upsampling_rejects_bad_input(items, error_ids, upweight, match):
     with pytest.raises(ValueError, match=match):
         jtt_upsampled_datalist(items, error_ids, upweight)
+
+
+@pytest.mark.parametrize(
+    "n_items, n_errors, expected",
+    [(100, 5, 19), (100, 4, 24), (100, 0, 1), (100, 60, 1), (10, 10, 1), (103, 10, 9)],
+)
+def test_balanced_upweight_makes_the_error_set_weigh_as_much_as_the_rest(n_items, n_errors, expected):
+    upweight = jtt_upweight("balanced", n_items, n_errors)
+    assert upweight == expected
+    if 0 < n_errors <= n_items / 2:  # the repeated errors weigh within one copy of the rest
+        assert abs(upweight * n_errors - (n_items - n_errors)) <= n_errors / 2 + 1e-9
+
+
+def test_an_integer_upweight_is_kept_and_bad_settings_are_named():
+    assert jtt_upweight(6, 100, 5) == 6
+    assert jtt_upweight(6.0, 100, 5) == 6
+    for bad in (0, 2.5, True, "auto", None):
+        with pytest.raises(ValueError, match=r"jtt_upweight must be an integer >= 1 or 'balanced', got"):
+            jtt_upweight(bad, 100, 5)
+    with pytest.raises(ValueError, match="7 errors among 5 items"):
+        jtt_upweight("balanced", 5, 7)
