@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.networks.parallel import PARALLEL_PREFIX, strip_parallel_prefix, unwrap_model
+from pipeline.networks.pretrained import adapt_input_channels, rename_keys
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class CheckpointLoadReport:
         unexpected_keys: checkpoint keys the model does not have (ignored).
         shape_mismatched_keys: keys in both whose shapes differ (left as they were), e.g. a
             classifier head with another number of classes.
+        adapted_keys: loaded keys whose kernels were fitted to the model's input channels.
     """
 
     path: Path
@@ -38,6 +40,7 @@ class CheckpointLoadReport:
     missing_keys: tuple[str, ...]
     unexpected_keys: tuple[str, ...]
     shape_mismatched_keys: tuple[str, ...]
+    adapted_keys: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -52,6 +55,7 @@ class CheckpointLoadReport:
             ("missing", self.missing_keys),
             ("unexpected", self.unexpected_keys),
             ("shape-mismatched", self.shape_mismatched_keys),
+            ("input channels adapted", self.adapted_keys),
         ):
             if keys:
                 more = f" ... (+{len(keys) - _LISTED} more)" if len(keys) > _LISTED else ""
@@ -138,6 +142,8 @@ def load_checkpoint(
     key: str | None = None,
     strict: bool = True,
     min_loaded_share: float = 0.0,
+    key_map: str | list | None = None,
+    adapt_channels: bool = False,
 ) -> CheckpointLoadReport:
     """Load weights saved by MONAI's CheckpointSaver (``{"network": ..., "optimizer": ...}``) or a state dict.
 
@@ -157,6 +163,10 @@ def load_checkpoint(
         min_loaded_share: with ``strict=False``, the least share of the model's tensors that
             must load (0.5: half), else nothing is loaded and ValueError is raised: a checkpoint
             of another network is an error, not a warning.
+        key_map: rename the checkpoint's keys first (weights trained elsewhere): a name of
+            :data:`pipeline.networks.pretrained.KEY_MAPS` or ``[[pattern, replacement], ...]``.
+        adapt_channels: fit first-layer kernels saved for other input channels (an RGB ImageNet
+            stem into a grey network: :func:`pipeline.networks.pretrained.adapt_input_channels`).
 
     Returns:
         A :class:`CheckpointLoadReport` of loaded and skipped keys.
@@ -177,6 +187,11 @@ def load_checkpoint(
         k.startswith(PARALLEL_PREFIX) for k in expected
     ):
         saved = {strip_parallel_prefix(k): v for k, v in saved.items()}
+    if key_map:
+        saved = rename_keys(saved, key_map)
+    adapted: tuple[str, ...] = ()
+    if adapt_channels:
+        saved, adapted = adapt_input_channels(saved, expected)
     mismatched = tuple(k for k in expected if k in saved and saved[k].shape != expected[k].shape)
     report = CheckpointLoadReport(
         path=path,
@@ -185,6 +200,7 @@ def load_checkpoint(
         missing_keys=tuple(k for k in expected if k not in saved),
         unexpected_keys=tuple(k for k in saved if k not in expected),
         shape_mismatched_keys=mismatched,
+        adapted_keys=adapted,
     )
     if strict and not report.complete:
         details = "; ".join(
