@@ -137,7 +137,8 @@ def bias_type_results(config: ExperimentConfig, output: Path) -> pd.DataFrame:
     for scenario in config.scenarios:
         for method in ordered_methods(config.methods):
             folder = output / scenario / method
-            settings, predictions = folder / "models" / "run_settings.json", folder / "eval" / prediction_file_name("in_distribution")
+            settings = folder / "models" / "run_settings.json"
+            predictions = folder / "eval" / prediction_file_name("in_distribution")
             if not (settings.is_file() and predictions.is_file()):
                 continue
             datalist = json.loads(settings.read_text()).get("datalist")

@@ -16,7 +16,6 @@ import io
 import re
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
 import torch
