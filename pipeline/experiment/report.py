@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.atomic import write_csv, write_json
+from pipeline.atomic import write_csv, write_json, write_text
 from pipeline.engine.datalist import load_role
 from pipeline.evaluation.bias_types import item_types, results_by_bias_type
 from pipeline.evaluation.headline import write_headline
@@ -43,8 +43,9 @@ def write_report(config: ExperimentConfig, output: Path) -> Path:
     by_type = bias_type_results(config, output)
     if not by_type.empty:
         write_csv(by_type, report_dir / "results_by_bias_type.csv")
-        for scenario, rows in by_type.groupby("scenario", sort=False):
-            notes[scenario] = (notes.get(scenario, "") + "\n\n" + bias_type_note(rows)).strip()
+        write_text(bias_type_markdown(by_type), report_dir / "results_by_bias_type.md")
+        for scenario in by_type["scenario"].unique():
+            notes[scenario] = (notes.get(scenario, "") + " " + BIAS_TYPE_NOTE).strip()
     write_results(evaluation_results(config, output), report_dir, extra_figures=extra, notes=notes)
     write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
     write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
@@ -119,6 +120,9 @@ def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict
     return summary
 
 
+BIAS_TYPE_NOTE = "Results per bias type: `results_by_bias_type.md` (and `.csv`)."
+
+
 def _why_not_scored(folder: Path) -> str:
     """Why ERM and the reference have no bias-inverted AUC (their ``test_sets.json``)."""
     reasons = []
@@ -152,19 +156,18 @@ def bias_type_results(config: ExperimentConfig, output: Path) -> pd.DataFrame:
     return table[["scenario", "method", *[c for c in table.columns if c not in ("scenario", "method")]]]
 
 
-def bias_type_note(rows: pd.DataFrame) -> str:
-    """A markdown table of one scenario's :func:`bias_type_results` (ΔTPR against the bias-free items)."""
-    lines = [
-        "In-distribution test results per bias type (ΔTPR, ΔFPR: against the bias-free items, `none`; "
-        "`results_by_bias_type.csv`):",
-        "",
-        "| method | bias type | n | AUC | TPR | FPR | ΔTPR | ΔFPR |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in rows.itertuples():
-        cells = [f"{v:.3f}" if pd.notna(v) else "-" for v in (row.auc, row.tpr, row.fpr, row.delta_tpr, row.delta_fpr)]
-        lines.append(f"| {row.method} | {row.bias_type} | {row.n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def bias_type_markdown(table: pd.DataFrame) -> str:
+    """``results_by_bias_type.md``: :func:`bias_type_results` as one markdown table per scenario."""
+    lines = ["# Results per bias type", "", "In-distribution test set, split by the items' `bias_type`; "
+             "ΔTPR and ΔFPR against the bias-free items (`none`)."]  # fmt: skip
+    for scenario, rows in table.groupby("scenario", sort=False):
+        lines += ["", f"## Scenario `{scenario}`", "", "| method | bias type | n | AUC | TPR | FPR | ΔTPR | ΔFPR |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for row in rows.itertuples():
+            values = (row.auc, row.tpr, row.fpr, row.delta_tpr, row.delta_fpr)
+            cells = [f"{v:.3f}" if pd.notna(v) else "-" for v in values]
+            lines.append(f"| {row.method} | {row.bias_type} | {row.n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def results_summary(report_dir: Path) -> str:

@@ -15,6 +15,7 @@ import pytest
 from simba_layout import write_published
 
 from data_prep.cli import main as data_prep_main
+from pipeline.evaluation.verification import verify_report
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "prebiased3d"
@@ -63,7 +64,9 @@ def test_multi_bias_data_gets_results_per_bias_type(tmp_path):
         assert (biased["delta_tpr"] - (biased["tpr"] - none["tpr"])).abs().max() < 1e-9
     predictions = pd.read_csv(report.parent / SCENARIO / "erm" / "eval" / "predictions_in_distribution.csv")
     assert len(predictions) == table[table["method"] == "erm"]["n"].sum()
-    assert "per bias type" in (report / "results.md").read_text()
+    assert "results_by_bias_type.md" in (report / "results.md").read_text()
+    assert "| erm | shape | 6 |" in (report / "results_by_bias_type.md").read_text()
+    assert verify_report(report) == []
     assert "erm_bias_inverted_auc" in json.loads((report / "acceptance.json").read_text())[SCENARIO]
 
 
@@ -81,3 +84,4 @@ def test_a_test_split_without_a_group_is_reported_and_the_run_exits_0(tmp_path):
     results = pd.read_csv(report / "results.csv")
     assert set(results["test_set"]) == {"in_distribution"}
     assert "Not possible: bias_free" in " ".join((report / "results.md").read_text().split())
+    assert verify_report(report) == []
