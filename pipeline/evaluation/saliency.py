@@ -232,14 +232,16 @@ def write_saliency(
     class_idx: int = 1,
     image_key: str = "image",
     id_key: str = "id",
-) -> Path:
+    skip_empty: bool = False,
+) -> Path | None:
     """Saliency maps of ``model`` on every image of ``loader`` (dict batches), saved with the images.
 
     Writes ``out_dir/saliency.npz`` (atomically): ``images`` (N, C, *spatial), ``maps``
-    (N, 1, *spatial), ``ids`` (N,) and ``method``; returns its path.
+    (N, 1, *spatial), ``ids`` (N,) and ``method``; returns its path. With ``skip_empty``, an
+    empty loader (pre-biased data without the images asked for) writes nothing, warns and returns None.
 
     Raises:
-        ValueError: for an empty loader, or as :func:`saliency_maps`.
+        ValueError: for an empty loader (without ``skip_empty``), or as :func:`saliency_maps`.
     """
     images, maps, ids = [], [], []
     device = next(iter(model.parameters()), torch.empty(0)).device
@@ -248,6 +250,9 @@ def write_saliency(
         maps.append(saliency_maps(model, batch_images, method=method, target_layer=target_layer, class_idx=class_idx).cpu())
         images.append(batch_images.detach().cpu())
         ids.extend(str(i) for i in batch.get(id_key, [""] * batch_images.shape[0]))
+    if not images and skip_empty:
+        warnings.warn(f"no images to draw saliency maps for: nothing written to {out_dir}", stacklevel=2)
+        return None
     if not images:
         raise ValueError("loader yielded no images to draw saliency maps for")
     path = Path(out_dir) / SALIENCY_FILE

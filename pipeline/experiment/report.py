@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.atomic import write_json
+from pipeline.atomic import write_csv, write_json, write_text
+from pipeline.engine.datalist import load_role
+from pipeline.evaluation.bias_types import item_types, results_by_bias_type
 from pipeline.evaluation.headline import write_headline
 from pipeline.evaluation.layer_figures import combine_layer_outputs, compare_scenarios
+from pipeline.evaluation.prediction_file import load_predictions, prediction_file_name
 from pipeline.evaluation.protocol import METRICS_JSON, TEST_SETS_JSON, acceptance, read_results
 from pipeline.evaluation.report import load_results, write_results
 from pipeline.evaluation.saliency import saliency_grid_from_files
@@ -36,9 +39,14 @@ def write_report(config: ExperimentConfig, output: Path) -> Path:
 
     report_dir = output / "report"
     extra = analysis_figures(config, output, report_dir)
-    write_results(
-        evaluation_results(config, output), report_dir, extra_figures=extra, notes=test_set_notes(config, output)
-    )
+    notes = test_set_notes(config, output)
+    by_type = bias_type_results(config, output)
+    if not by_type.empty:
+        write_csv(by_type, report_dir / "results_by_bias_type.csv")
+        write_text(bias_type_markdown(by_type), report_dir / "results_by_bias_type.md")
+        for scenario in by_type["scenario"].unique():
+            notes[scenario] = (notes.get(scenario, "") + " " + BIAS_TYPE_NOTE).strip()
+    write_results(evaluation_results(config, output), report_dir, extra_figures=extra, notes=notes)
     write_headline(load_results(report_dir), report_dir, METHOD_NEEDS)
     write_json(acceptance_summary(config, output), report_dir / "acceptance.json")
     return report_dir
@@ -107,7 +115,59 @@ def acceptance_summary(config: ExperimentConfig, output: Path) -> dict[str, dict
         entry = acceptance(metrics)
         if entry is not None:
             summary[scenario] = entry
+        elif {"erm", "reference"} <= set(metrics):
+            summary[scenario] = {"not_scored": _why_not_scored(output / scenario)}
     return summary
+
+
+BIAS_TYPE_NOTE = "Results per bias type: `results_by_bias_type.md` (and `.csv`)."
+
+
+def _why_not_scored(folder: Path) -> str:
+    """Why ERM and the reference have no bias-inverted AUC (their ``test_sets.json``)."""
+    reasons = []
+    for method in ("erm", "reference"):
+        path = folder / method / "eval" / TEST_SETS_JSON
+        why = json.loads(path.read_text())["not_possible"].get("bias_inverted") if path.is_file() else None
+        reasons.append(f"{method}: {why or 'no bias_inverted result'}")
+    return "no bias-inverted test set, so no gap to score (" + "; ".join(reasons) + ")"
+
+
+def bias_type_results(config: ExperimentConfig, output: Path) -> pd.DataFrame:
+    """Per scenario and method, the in-distribution test results per bias type
+    (:func:`pipeline.evaluation.bias_types.results_by_bias_type`) where the run's datalist (its
+    ``models/run_settings.json``) names a ``bias_type`` per test item; empty otherwise."""
+    frames = []
+    for scenario in config.scenarios:
+        for method in ordered_methods(config.methods):
+            folder = output / scenario / method
+            settings = folder / "models" / "run_settings.json"
+            predictions = folder / "eval" / prediction_file_name("in_distribution")
+            if not (settings.is_file() and predictions.is_file()):
+                continue
+            datalist = json.loads(settings.read_text()).get("datalist")
+            types = item_types(load_role(datalist, "test", check_files=False)) if datalist else {}
+            if types:
+                table = results_by_bias_type(load_predictions(predictions), types)
+                frames.append(table.assign(scenario=scenario, method=method))
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    return table[["scenario", "method", *[c for c in table.columns if c not in ("scenario", "method")]]]
+
+
+def bias_type_markdown(table: pd.DataFrame) -> str:
+    """``results_by_bias_type.md``: :func:`bias_type_results` as one markdown table per scenario."""
+    lines = ["# Results per bias type", "", "In-distribution test set, split by the items' `bias_type`; "
+             "ΔTPR and ΔFPR against the bias-free items (`none`)."]  # fmt: skip
+    for scenario, rows in table.groupby("scenario", sort=False):
+        lines += ["", f"## Scenario `{scenario}`", "", "| method | bias type | n | AUC | TPR | FPR | ΔTPR | ΔFPR |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for row in rows.itertuples():
+            values = (row.auc, row.tpr, row.fpr, row.delta_tpr, row.delta_fpr)
+            cells = [f"{v:.3f}" if pd.notna(v) else "-" for v in values]
+            lines.append(f"| {row.method} | {row.bias_type} | {row.n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def results_summary(report_dir: Path) -> str:

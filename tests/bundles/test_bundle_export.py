@@ -288,11 +288,23 @@ def test_copied_folder_runs_without_the_project(exported, tiny_datalist_2d, tmp_
     assert len(table) == len(list(images.glob("*.png")))
 
 
+def model_zoo_ci() -> Path | None:
+    """The folder of model-zoo's CI scripts: $MODEL_ZOO_CI, else ``shared/tools/model-zoo-ci`` in
+    the checkout or a folder above it (``../shared`` of a checkout, or of a worktree's parent)."""
+    if os.environ.get("MODEL_ZOO_CI"):
+        return Path(os.environ["MODEL_ZOO_CI"])
+    for folder in BUNDLES_ROOT.parents:
+        tool = folder / "shared" / "tools" / "model-zoo-ci"
+        if (tool / "verify_bundle.py").is_file():
+            return tool
+    return None
+
+
 def test_copied_folder_passes_model_zoo_ci(exported, tmp_path):
     """../shared/tools/model-zoo-ci/verify_bundle.py, run exactly as model-zoo's CI runs it."""
-    tool = Path(os.environ.get("MODEL_ZOO_CI", BUNDLES_ROOT.parent.parent / "shared" / "tools" / "model-zoo-ci"))
-    if not (tool / "verify_bundle.py").is_file():
-        pytest.skip(f"model-zoo CI tool not found at {tool}")
+    tool = model_zoo_ci()
+    if tool is None:
+        pytest.skip("model-zoo CI tool not found ($MODEL_ZOO_CI, or shared/tools/model-zoo-ci beside the checkout)")
     (tmp_path / "ci").mkdir()
     for script in tool.glob("*.py"):
         shutil.copyfile(script, tmp_path / "ci" / script.name)
@@ -303,10 +315,14 @@ def test_copied_folder_passes_model_zoo_ci(exported, tmp_path):
     (bundle / "eval").mkdir()
     shutil.copyfile(tool / "meta_schema_20240725.json", bundle / "eval" / "schema.json")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # `full` runs every check of `min` (folder, version and changelog, metadata), then the network's
+    # input/output and the TorchScript export
     command = [sys.executable, "ci/verify_bundle.py", "-b", "shortcut_kd_baseline", "-p", "models", "-m", "full"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "export weights into TorchScript module successfully" in done.stdout
+    for check in ("directory is verified", "version and changelog are verified", "metadata format is verified",
+                  "data shape is verified", "export weights into TorchScript module successfully"):  # fmt: skip
+        assert check in done.stdout, check
 
 
 def test_missing_checkpoint_and_unknown_bundle_are_named(tmp_path):

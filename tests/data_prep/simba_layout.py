@@ -86,7 +86,8 @@ def write_published(root: Path, experiment: str, splits: dict[str, list[tuple[in
         for n, (label, code) in enumerate(rows):
             effect = round(float(np.cos(n)), 3)
             name = f"{n:05d}_0.0_S_{effect}_D" + ("_2.0_B" if code != no_bias else "") + ".nii.gz"
-            write_volume(folder / name, label, int(code != no_bias), hash((split, n)) % 1000)
+            seed = 1000 * list(splits).index(split) + n  # the same volumes in every process
+            write_volume(folder / name, label, int(code != no_bias), seed)
             records.append([0.0, effect, 0, int(effect > 0), f"0_{int(effect > 0)}", code, label, f"{label}_{code}",
                             f"/home/emma/Documents/SBB/datasets/{experiment}/{split}/{name}", name])  # fmt: skip
         pd.DataFrame(records, columns=COLUMNS).to_csv(root / experiment / f"{split}.csv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -49,5 +50,7 @@ def test_own_data_section_runs_end_to_end(tmp_path):
         assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
     table = pd.read_csv(tmp_path / "predictions" / "inference" / "predictions.csv", header=None)
     assert len(table) == 48
+    plain = json.loads((tmp_path / "runs_own" / "baseline" / "models" / "run_settings.json").read_text())
+    assert plain["artifact"] is None and plain["in_channels"] == 3  # `--artifact None`: nothing injected
     settings = (tmp_path / "runs_tag" / "baseline" / "models" / "run_settings.json").read_text()
     assert '"TextTagArtifact"' in settings.replace("pipeline.transforms.", "") and '"in_channels": 3' in settings

@@ -210,3 +210,29 @@ def test_runtime_user_volumes_and_roots(instructions):
         sources[0]: str(destination) for sources, destination in copy_sources_and_destinations(instructions)
     }
     assert environment["SHORTCUT_KD_BUNDLES"] == copied["bundles"]  # pip installs the package, not bundles/
+
+
+def test_setup_cfg_data_files_are_in_the_image_before_pip_installs_it(instructions):
+    """`pip install .` copies setup.cfg's data_files (LICENSE, the bundles): a file named there
+    that is not yet in the image fails the build ("can't copy 'LICENSE': doesn't exist")."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    sources = {
+        pattern.strip().split("/")[0]
+        for patterns in config["options.data_files"].values()
+        for pattern in patterns.replace("\n", ",").split(",")
+        if pattern.strip()
+    }
+    assert {"LICENSE", "bundles"} <= sources
+    install = next(n for n, i in enumerate(instructions) if i.keyword == "RUN" and "pip install" in i.arguments)
+    copied_before = set()
+    workdir = PurePosixPath("/")
+    for instruction in instructions[:install]:
+        if instruction.keyword == "WORKDIR":
+            workdir = workdir / instruction.arguments
+        elif instruction.keyword == "COPY":
+            words = [w for w in instruction.json_or_words() if not w.startswith("--")]
+            copied_before |= {s for s in words[:-1] if (workdir / words[-1]).parent == workdir or words[-1] in ("./", ".")}
+    assert workdir == PurePosixPath("/opt/shortcut-kd")
+    missing = sources - copied_before
+    assert not missing, f"setup.cfg's data_files {sorted(missing)} are copied after `pip install` (or not at all)"

@@ -149,3 +149,16 @@ def test_saliency_grid_rejects_bad_arguments(tmp_path):
         saliency_grid(models, images(2), tmp_path / "g.png", target_layers={"other": "gate"})
     with pytest.raises(ValueError, match="at least one model"):
         saliency_grid({}, images(2), tmp_path / "g.png")
+
+
+def test_an_empty_loader_writes_nothing_when_asked_to_skip_it(tmp_path):
+    """Pre-biased test data without bias-inverted images: the saliency workflow draws none."""
+    from pipeline.evaluation.saliency import SALIENCY_FILE, write_saliency
+    from pipeline.networks import build_network
+
+    model = build_network("small_cnn", 2, 1, 2)
+    with pytest.warns(UserWarning, match="no images to draw saliency maps for"):
+        assert write_saliency(model, [], tmp_path, skip_empty=True) is None
+    assert not (tmp_path / SALIENCY_FILE).exists()
+    with pytest.raises(ValueError, match="loader yielded no images"):
+        write_saliency(model, [], tmp_path)
