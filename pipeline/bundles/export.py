@@ -29,11 +29,11 @@ replaces the shipped weights. The folder passes MONAI model-zoo's ``ci/verify_bu
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import math
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.atomic import remove_stale_staging, staging_name, write_error_message
 from pipeline.bundles import (
     BUNDLES_ROOT,
     EXPORTED_ANALYSES,
@@ -388,7 +389,8 @@ def export_bundle(
 
     Args:
         bundle: a bundle name (``baseline``, ``teacher``, ``distillation``).
-        out: the folder to write; must not exist or be empty. Written beside it first, then renamed.
+        out: the folder to write; must not exist or be empty. Written beside it first, then renamed;
+            a staging folder left there by a killed export is removed first.
         checkpoint: a trained run's ``models/model.pt`` (checked against the config, saved as
             ``models/model.pt``); its ``run_settings.json`` gives the settings, the teacher's
             ``teacher.pt`` beside it (teacher) or the teacher it was distilled from is copied.
@@ -425,7 +427,9 @@ def export_bundle(
     teacher = _teacher_file(bundle, checkpoint, run)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    remove_stale_staging(out.parent, staging_patterns(out))
+    staging = out.parent / staging_name(f".{out.name}.export-")
+    staging.mkdir()
     try:
         for folder in ("configs", "docs", "models"):
             (staging / folder).mkdir()
@@ -464,6 +468,13 @@ def export_bundle(
         if staging.exists():
             shutil.rmtree(staging)
     return out
+
+
+def staging_patterns(out: Path) -> tuple[str, ...]:
+    """Names of the staging folders an export to ``out`` writes beside it (and the older
+    ``tempfile.mkdtemp`` form): those of a killed export are removed by the next one."""
+    name = glob.escape(out.name)
+    return (f".{name}.export-*", f".{name}.*.tmp")
 
 
 def _teacher_file(bundle: str, checkpoint: Path | None, run: Mapping | None) -> Path | None:
@@ -670,5 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as err:
         parser.error(str(err))
+    except (OSError, RuntimeError) as err:  # a full or read-only disk: one line; no staging folder stays
+        message = write_error_message(err, str(args.out))
+        if message is None:
+            raise
+        parser.exit(2, f"{parser.prog}: error: {message}; {args.out} was not written\n")
     print(f"exported bundle '{args.bundle}' to {out}")
     return 0
