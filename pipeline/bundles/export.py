@@ -52,9 +52,9 @@ from pipeline.bundles import (
     logging_file,
     meta_file,
     multi_gpu_configs,
-    parse_value,
     vendor,
 )
+from pipeline.bundles.overrides import check_keys, parse_overrides
 from pipeline.bundles.run_settings import DATA_KEYS, MODEL_KEYS, UNRECORDED, read_run_settings
 
 PACKAGE = "shortcut-kd"
@@ -394,7 +394,8 @@ def export_bundle(
         checkpoint: a trained run's ``models/model.pt`` (checked against the config, saved as
             ``models/model.pt``); its ``run_settings.json`` gives the settings, the teacher's
             ``teacher.pt`` beside it (teacher) or the teacher it was distilled from is copied.
-        scenario, overrides, settings: as for a run; settings contradicting the run's are an error.
+        scenario, overrides, settings: as for a run; settings contradicting the run's, or whose
+            id is in none of the merged configs, are an error.
         metrics: the run's ``metrics.json``; default ``<run>/eval/metrics.json`` beside the
             checkpoint's ``models`` folder when it exists.
         root: the bundles folder.
@@ -402,13 +403,16 @@ def export_bundle(
     Raises:
         ValueError: for an unknown bundle/scenario, a missing override file, an ``out`` that is
             a non-empty folder or a file, a checkpoint that is missing or does not fit, a setting
-            that contradicts the run, or an unreadable metrics file.
+            that contradicts the run or is not a config id, or an unreadable metrics file.
     """
     import torch
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"export folder {out} exists and is not an empty folder")
+    if settings:  # every id checked against the configs the export merges (a typo is not a new id)
+        files = {f: None for wf in (*WORKFLOWS, *EXPORTED_ANALYSES) for f in config_files(bundle, wf, scenario, overrides, root)}
+        check_keys(list(files), settings, f"not in the merged configs of {bundle}")
     checkpoint = None if checkpoint is None else Path(checkpoint)
     if checkpoint is not None and not checkpoint.is_file():
         raise ValueError(f"checkpoint {checkpoint} does not exist")
@@ -637,24 +641,6 @@ See `LICENSE` (the `{PACKAGE}` project's license). {meta["copyright"]}.
 """
 
 
-def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["--key", "value", ...]`` -> ``{"key": value}``; values read by :func:`pipeline.bundles.parse_value`.
-
-    Raises:
-        ValueError: for an item that is not ``--key`` followed by a value, or a value that opens a
-            mapping or list but does not parse (the message names the key).
-    """
-    if len(pairs) % 2 or not all(str(k).startswith("--") and len(k) > 2 for k in pairs[::2]):
-        raise ValueError(f"config overrides must be --key value pairs, got {list(pairs)}")
-    settings = {}
-    for key, value in zip(pairs[::2], pairs[1::2]):
-        try:
-            settings[key[2:]] = parse_value(value)
-        except ValueError as err:
-            raise ValueError(f"{key}: {err}") from None
-    return settings
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.bundles export NAME --out DIR [--checkpoint ...] [--scenario ...] [--key value ...]``."""
     parser = argparse.ArgumentParser(
@@ -676,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint,
             args.scenario,
             args.config,
-            parse_settings(extra),
+            parse_overrides(extra),
             args.metrics,
         )
     except ValueError as err:
