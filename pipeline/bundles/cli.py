@@ -17,6 +17,7 @@ import shlex
 import sys
 from typing import Sequence
 
+from pipeline.atomic import write_error_message
 from pipeline.bundles import (
     ANALYSES,
     WORKFLOWS,
@@ -27,7 +28,6 @@ from pipeline.bundles import (
     multi_gpu_configs,
 )
 from pipeline.bundles import export as bundle_export
-from pipeline.atomic import write_error_message
 from pipeline.bundles.torchrun import torchrun_command
 
 
