@@ -4,7 +4,6 @@ where (exit 2), with nothing half-written; a killed export's staging folder goes
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 import subprocess
@@ -23,21 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 STREAM_WRITER = "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed"
 
 
-def _loggers():
-    return [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
-
-
-@pytest.fixture
-def own_logging():
-    """MONAI's run applies logging.conf (a handler on the sys.stdout of that moment, pytest's
-    capture): the handlers are put back afterwards, so the next test does not write to a closed one."""
-    saved = {logger: (logger.handlers[:], logger.level, logger.disabled) for logger in _loggers()}
-    yield
-    for logger in _loggers():
-        logger.handlers[:], logger.level, logger.disabled = saved.get(logger, ([], logging.NOTSET, False))
-
-
-@pytest.mark.usefixtures("own_logging")
+@pytest.mark.usefixtures("isolated_logging")
 @pytest.mark.parametrize(
     "error",
     [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "checkpoint.pt"), RuntimeError(STREAM_WRITER)],

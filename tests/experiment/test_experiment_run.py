@@ -253,6 +253,7 @@ def test_resume_after_the_datalist_content_changed_reruns_on_the_new_test_set(ti
     assert "erm (baseline): done before, skipped" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("isolated_logging")
 def test_a_training_on_a_full_disk_is_one_line_naming_the_step_and_its_log(tiny_datalist_2d, tmp_path, capsys, monkeypatch):
     """Issue 27: a disk filling up during the experiment's training gave inline_container.cc's
     message in a traceback. Now one line naming the step, the folder and its log; no checkpoint
