@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import sys
 from typing import Sequence
 
 from data_prep import chexpert, isic2017, simba3d, simba_source, synthetic2d, table
 from data_prep.splits import parse_teacher_size
+from pipeline.atomic import write_error_message
 
 
 def _key_value(text: str) -> tuple[str, float | str]:
@@ -191,15 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno not in WRITE_ERRORS:
+        message = write_error_message(err, str(args.out))
+        if message is None:
             raise
-        where = err.filename or args.out
-        print(f"error: cannot write {where}: {WRITE_ERRORS[err.errno]} ({err.strerror}); "
-              "the output folder was left as it was before", file=sys.stderr)  # fmt: skip
+        print(f"error: {message}; the output folder was left as it was before", file=sys.stderr)
         return 2
     return 0
-
-
-# OSErrors that mean the output cannot be written: one line, exit 2
-WRITE_ERRORS = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied", errno.EDQUOT: "disk quota exceeded"}  # fmt: skip

@@ -3,7 +3,7 @@
 Bundles call ``ensure_dataset("synthetic2d", n=..., size=...)`` so that a first run needs no
 manual data step. The dataset is generated into a temporary folder next to its final place and
 renamed when complete; when two processes race, the loser discards its copy and uses the winner's.
-Temporary folders left by a killed run are removed by the next call (see ``data_prep.output_staging``).
+Temporary folders left by a killed run are removed by the next call (see ``pipeline.atomic``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_prep import simba3d, synthetic2d
 from data_prep.datalist_io import DATALIST_NAME
-from data_prep.output_staging import remove_stale_staging, staging_name
+from pipeline.atomic import remove_stale_staging, staging_name
 
 ENV_ROOT = "SHORTCUT_KD_DATA"
 GENERATORS = {"synthetic2d": synthetic2d, "simba3d": simba3d}

@@ -25,3 +25,20 @@ def tiny_datalist_3d(tmp_path_factory):
     return generate(
         out, n=24, size=16, seed=0, teacher_size=4, val_fraction=0.2, test_fraction=0.2, progress=False, verbose=False
     )
+
+
+@pytest.fixture
+def isolated_logging():
+    """No logging handler of an earlier test for this one (a MONAI run binds its handler to the
+    sys.stdout of that moment, pytest's capture, closed afterwards); the handlers are put back after."""
+    import logging
+
+    def loggers():
+        return [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+
+    saved = {logger: (logger.handlers[:], logger.level, logger.disabled) for logger in loggers()}
+    for logger in saved:
+        logger.handlers[:] = []
+    yield
+    for logger in loggers():
+        logger.handlers[:], logger.level, logger.disabled = saved.get(logger, ([], logging.NOTSET, False))

@@ -1,7 +1,9 @@
 """``python -m pipeline.bundles``: run a bundle workflow, launch its multi-GPU training, or export it.
 
 Prints the equivalent ``python -m monai.bundle run`` command (wrapped in torchrun with
-``--multi-gpu``), then runs it::
+``--multi-gpu``), then runs it: the MONAI command in this process, read by MONAI's own command
+line (fire) exactly as printed, so that a full or read-only disk ends as one line naming the
+file, with exit status 2; the torchrun command replaces this process::
 
     python -m pipeline.bundles baseline train --scenario localized2d --max_epochs 2
     python -m pipeline.bundles baseline train --multi-gpu 2
@@ -11,9 +13,11 @@ Prints the equivalent ``python -m monai.bundle run`` command (wrapped in torchru
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Sequence
 
+from pipeline.atomic import write_error_message
 from pipeline.bundles import (
     ANALYSES,
     WORKFLOWS,
@@ -58,4 +62,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = torchrun_command(command[1:], args.multi_gpu)
     except ValueError as err:
         parser.error(str(err))
-    return exec_command(command, args.print_only)
+    if args.multi_gpu is not None or args.print_only:
+        return exec_command(command, args.print_only)
+    return run_monai_command(command)
+
+
+def run_monai_command(command: Sequence[str]) -> int:
+    """Print ``python -m monai.bundle run ...`` (``command``), then run it in this process as
+    MONAI's CLI would (``fire`` reads its arguments); returns the exit status. An output that
+    cannot be written (disk full, read-only, no permission) is one line on stderr, exit status 2;
+    every other error keeps its traceback."""
+    import fire
+    from monai.bundle import scripts
+
+    print(shlex.join(command), flush=True)
+    try:
+        fire.Fire({"run": scripts.run}, command=list(command[command.index("monai.bundle") + 1:]))
+    except Exception as err:
+        message = write_error_message(err)
+        if message is None:
+            raise
+        print(f"python -m pipeline.bundles: error: {message}", file=sys.stderr, flush=True)
+        return 2
+    return 0

@@ -29,11 +29,11 @@ replaces the shipped weights. The folder passes MONAI model-zoo's ``ci/verify_bu
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import math
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.atomic import remove_stale_staging, staging_name, write_error_message
 from pipeline.bundles import (
     BUNDLES_ROOT,
     EXPORTED_ANALYSES,
@@ -51,9 +52,9 @@ from pipeline.bundles import (
     logging_file,
     meta_file,
     multi_gpu_configs,
-    parse_value,
     vendor,
 )
+from pipeline.bundles.overrides import check_keys, parse_overrides
 from pipeline.bundles.run_settings import DATA_KEYS, MODEL_KEYS, UNRECORDED, read_run_settings
 
 PACKAGE = "shortcut-kd"
@@ -388,11 +389,13 @@ def export_bundle(
 
     Args:
         bundle: a bundle name (``baseline``, ``teacher``, ``distillation``).
-        out: the folder to write; must not exist or be empty. Written beside it first, then renamed.
+        out: the folder to write; must not exist or be empty. Written beside it first, then renamed;
+            a staging folder left there by a killed export is removed first.
         checkpoint: a trained run's ``models/model.pt`` (checked against the config, saved as
             ``models/model.pt``); its ``run_settings.json`` gives the settings, the teacher's
             ``teacher.pt`` beside it (teacher) or the teacher it was distilled from is copied.
-        scenario, overrides, settings: as for a run; settings contradicting the run's are an error.
+        scenario, overrides, settings: as for a run; settings contradicting the run's, or whose
+            id is in none of the merged configs, are an error.
         metrics: the run's ``metrics.json``; default ``<run>/eval/metrics.json`` beside the
             checkpoint's ``models`` folder when it exists.
         root: the bundles folder.
@@ -400,13 +403,16 @@ def export_bundle(
     Raises:
         ValueError: for an unknown bundle/scenario, a missing override file, an ``out`` that is
             a non-empty folder or a file, a checkpoint that is missing or does not fit, a setting
-            that contradicts the run, or an unreadable metrics file.
+            that contradicts the run or is not a config id, or an unreadable metrics file.
     """
     import torch
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"export folder {out} exists and is not an empty folder")
+    if settings:  # every id checked against the configs the export merges (a typo is not a new id)
+        files = {f: None for wf in (*WORKFLOWS, *EXPORTED_ANALYSES) for f in config_files(bundle, wf, scenario, overrides, root)}
+        check_keys(list(files), settings, f"not in the merged configs of {bundle}")
     checkpoint = None if checkpoint is None else Path(checkpoint)
     if checkpoint is not None and not checkpoint.is_file():
         raise ValueError(f"checkpoint {checkpoint} does not exist")
@@ -425,7 +431,9 @@ def export_bundle(
     teacher = _teacher_file(bundle, checkpoint, run)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    remove_stale_staging(out.parent, staging_patterns(out))
+    staging = out.parent / staging_name(f".{out.name}.export-")
+    staging.mkdir()
     try:
         for folder in ("configs", "docs", "models"):
             (staging / folder).mkdir()
@@ -464,6 +472,13 @@ def export_bundle(
         if staging.exists():
             shutil.rmtree(staging)
     return out
+
+
+def staging_patterns(out: Path) -> tuple[str, ...]:
+    """Names of the staging folders an export to ``out`` writes beside it (and the older
+    ``tempfile.mkdtemp`` form): those of a killed export are removed by the next one."""
+    name = glob.escape(out.name)
+    return (f".{name}.export-*", f".{name}.*.tmp")
 
 
 def _teacher_file(bundle: str, checkpoint: Path | None, run: Mapping | None) -> Path | None:
@@ -626,24 +641,6 @@ See `LICENSE` (the `{PACKAGE}` project's license). {meta["copyright"]}.
 """
 
 
-def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["--key", "value", ...]`` -> ``{"key": value}``; values read by :func:`pipeline.bundles.parse_value`.
-
-    Raises:
-        ValueError: for an item that is not ``--key`` followed by a value, or a value that opens a
-            mapping or list but does not parse (the message names the key).
-    """
-    if len(pairs) % 2 or not all(str(k).startswith("--") and len(k) > 2 for k in pairs[::2]):
-        raise ValueError(f"config overrides must be --key value pairs, got {list(pairs)}")
-    settings = {}
-    for key, value in zip(pairs[::2], pairs[1::2]):
-        try:
-            settings[key[2:]] = parse_value(value)
-        except ValueError as err:
-            raise ValueError(f"{key}: {err}") from None
-    return settings
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.bundles export NAME --out DIR [--checkpoint ...] [--scenario ...] [--key value ...]``."""
     parser = argparse.ArgumentParser(
@@ -665,10 +662,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint,
             args.scenario,
             args.config,
-            parse_settings(extra),
+            parse_overrides(extra),
             args.metrics,
         )
     except ValueError as err:
         parser.error(str(err))
+    except (OSError, RuntimeError) as err:  # a full or read-only disk: one line; no staging folder stays
+        message = write_error_message(err, str(args.out))
+        if message is None:
+            raise
+        parser.exit(2, f"{parser.prog}: error: {message}; {args.out} was not written\n")
     print(f"exported bundle '{args.bundle}' to {out}")
     return 0

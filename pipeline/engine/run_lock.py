@@ -18,22 +18,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.atomic import process_alive
+
 LOCK_FILE = ".lock"
 logger = logging.getLogger(__name__)
 
 
 class OutputInUseError(ValueError):
     """Another live run holds the output folder's lock."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _holder(path: Path) -> dict | None:
@@ -72,7 +64,7 @@ def acquire(folder: str | Path, what: str = "run") -> Path | None:
             if holder is not None and holder.get("host") != host:
                 raise OutputInUseError(_in_use_message(folder, path, holder, host)) from None
             if holder is not None and holder["pid"] != os.getpid():
-                if _alive(holder["pid"]):
+                if process_alive(holder["pid"]):
                     raise OutputInUseError(_in_use_message(folder, path, holder, host)) from None
                 logger.warning(
                     "%s: removing the stale lock of pid %s (no longer running)", folder, holder["pid"]

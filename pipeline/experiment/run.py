@@ -16,7 +16,6 @@ baselines are trained and evaluated on the same test sets; the bundles' ``layers
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import sys
@@ -27,7 +26,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from pipeline.atomic import write_json
+from pipeline.atomic import write_error_message, write_json
 from pipeline.bundles import run_bundle, scenario_names
 from pipeline.bundles.overrides import parse_setting
 from pipeline.engine.resumable_checkpoint import ResumeError, resume_path
@@ -109,6 +108,10 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, fresh: bool =
 
 class StartupError(ValueError):
     """A check before anything ran failed (config, data, output folder): the user's to fix."""
+
+
+class OutputWriteError(RuntimeError):
+    """A step could not write its output (disk full, read-only): its message is the one line to show."""
 
 
 @contextmanager
@@ -221,6 +224,9 @@ def _logged(log: Path, step: str, mode: str):
                 logging.getLogger(__name__).exception("%s failed", step)
                 raise
     except Exception as err:
+        message = write_error_message(err, str(log.parent))
+        if message is not None:  # a full or read-only disk: one line, printed by main
+            raise OutputWriteError(f"{step}: {message}; its log: {log}") from err
         print(f"{step} failed ({type(err).__name__}: {err}); its log: {log}", file=sys.stderr, flush=True)
         raise
 
@@ -267,10 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run_experiment(config, resume=args.resume, fresh=args.fresh)
     except (ValueError, OSError, RuntimeError) as err:
-        message = _startup_or_disk_error(err) or _checkpoint_write_error(err)
-        cause = err.__cause__ or err.__context__
-        if message is None and isinstance(cause, (OSError, RuntimeError)):  # a bundle workflow's wrapped error
-            message = _startup_or_disk_error(cause) or _checkpoint_write_error(cause)
+        if isinstance(err, (OutputInUseError, StartupError, OutputWriteError)):
+            message = str(err)
+        else:
+            message = write_error_message(err, str(Path(config.output).absolute()))
         if message is None:
             raise
         print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
@@ -279,30 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Report (every metric with its 95% CI, figures, configs): {report / 'results.md'}")
     print(f"Training and evaluation logs: {Path(config.output).absolute()}/<scenario>/<method>/{LOG_FILE}")
     return 0
-
-
-# OSErrors that mean the output cannot be written: one line, not a traceback
-DISK_ERRORS = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EDQUOT: "disk quota exceeded"}  # fmt: skip
-
-
-def _startup_or_disk_error(err: Exception) -> str | None:
-    """The one-line message of an error the user must fix (a start-up check, a folder in use, a
-    full or read-only disk), or None for a failure whose traceback is needed."""
-    if isinstance(err, OSError) and err.errno in DISK_ERRORS:
-        where = err.filename or "the output folder"
-        return f"cannot write {where}: {DISK_ERRORS[err.errno]} ({err.strerror}); nothing after that step was written"
-    if isinstance(err, (OutputInUseError, StartupError)):
-        return str(err)
-    return None
-
-
-def _checkpoint_write_error(err: BaseException) -> str | None:
-    """torch.save's 'PytorchStreamWriter failed writing file' (inline_container.cc), as one line."""
-    text = str(err)
-    if "PytorchStreamWriter failed" in text or "inline_container" in text:
-        return f"a model or checkpoint could not be written ({text.splitlines()[0][:120]}): disk full or read-only output?"
-    return None
 
 
 if __name__ == "__main__":

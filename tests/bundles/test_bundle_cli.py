@@ -217,10 +217,10 @@ def test_a_value_that_opens_a_mapping_but_does_not_parse_is_an_error_naming_it()
     with pytest.raises(argparse.ArgumentTypeError, match="--set network_options"):
         _parse_setting("network_options={a: [1}")
     from benchmarks.variant_runs import parse_overrides
-    from pipeline.bundles.export import parse_settings
+    from pipeline.bundles.overrides import parse_overrides as parse_bundle_overrides
 
     with pytest.raises(ValueError, match="--network_options: value '\\{a: \\[1\\}'"):
-        parse_settings(["--max_epochs", "2", "--network_options", "{a: [1}"])
+        parse_bundle_overrides(["--max_epochs", "2", "--network_options", "{a: [1}"])
     with pytest.raises(SystemExit, match="--set network_options"):
         parse_overrides(["network_options={a: [1}"])
 

@@ -21,7 +21,8 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_ne
 
 from pipeline.bundles import BUNDLES_ROOT, meta_file
 from pipeline.bundles.cli import main
-from pipeline.bundles.export import export_bundle, parse_settings
+from pipeline.bundles.export import export_bundle
+from pipeline.bundles.overrides import parse_overrides
 from pipeline.engine.datalist import load_role
 from pipeline.networks import build_network, load_checkpoint
 
@@ -333,13 +334,13 @@ def test_missing_checkpoint_and_unknown_bundle_are_named(tmp_path):
 
 
 def test_command_line_settings_are_read_as_literals():
-    assert parse_settings(["--image_size", "[32, 32]", "--datalist", "/d/x.json", "--amp", "True"]) == {
+    assert parse_overrides(["--image_size", "[32, 32]", "--datalist", "/d/x.json", "--amp", "True"]) == {
         "image_size": [32, 32],
         "datalist": "/d/x.json",
         "amp": True,
     }
-    with pytest.raises(ValueError, match="--key value pairs"):
-        parse_settings(["--image_size"])
+    with pytest.raises(ValueError, match="--image_size has no value"):
+        parse_overrides(["--image_size"])
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

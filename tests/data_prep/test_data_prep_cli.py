@@ -1,6 +1,8 @@
 """``python -m data_prep``: help for every source, generator options reach the generator."""
 
+import errno
 import json
+import os
 import subprocess
 import sys
 
@@ -71,21 +73,33 @@ def test_a_size_too_small_to_fill_every_role_is_refused(tmp_path, capsys):
     assert err.count("\n") == 1 and not (out / "datalist.json").exists()
 
 
-@pytest.mark.parametrize("code", [28, 30])  # ENOSPC, EROFS
-def test_a_full_or_read_only_disk_is_one_error_line(code, tmp_path, capsys, monkeypatch):
-    import os
-
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_full_or_read_only_disk_is_one_error_line_and_leaves_the_old_output(code, tmp_path, capsys, monkeypatch):
+    """Issue 27: a disk filling up, or a read-only output, gave a raw OSError; data_prep promises
+    one-line errors with exit 2. The write fails at the sixth image of a rerun with --overwrite:
+    the earlier datalist and images stay as they were, and no staging folder is left."""
     from data_prep import synthetic2d
 
-    target = tmp_path / "gen" / "images" / "0.png"
+    out = tmp_path / "gen"
+    args = ["synthetic2d", "--out", str(out), "--n", "20", "--size", "16", "--no-progress"]
+    assert main(args) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    real_write, written = synthetic2d.write_image, []
 
-    def fail(*args, **kwargs):
-        raise OSError(code, os.strerror(code), str(target))
+    def fill_up(array, path, image_format):
+        if len(written) == 5:
+            raise OSError(code, os.strerror(code), str(path))
+        written.append(path)
+        real_write(array, path, image_format)
 
-    monkeypatch.setattr(synthetic2d, "generate", fail)
-    assert main(["synthetic2d", "--out", str(tmp_path / "gen"), "--n", "20", "--no-progress"]) == 2
+    monkeypatch.setattr(synthetic2d, "write_image", fill_up)
+    assert main([*args, "--overwrite", "--seed", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"cannot write {target}" in err and os.strerror(code) in err
+    assert err.count("\n") == 1 and err.startswith("error: cannot write ")
+    assert f"{out}/.staging-" in err and os.strerror(code) in err and "left as it was before" in err
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # nothing half-written, nothing of the new run, no staging folder
 
 
 def test_a_data_root_that_is_a_file_is_named(tmp_path, monkeypatch):

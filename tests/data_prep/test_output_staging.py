@@ -10,7 +10,8 @@ import time
 import pytest
 
 from data_prep import embedded, output_staging, synthetic2d
-from data_prep.output_staging import remove_stale_staging, staged_output, staging_name
+from data_prep.output_staging import STAGING_PATTERNS, staged_output
+from pipeline.atomic import STALE_AFTER_S, remove_stale_staging, staging_name
 
 PARAMS = dict(n=20, size=16, teacher_size=2, progress=False, verbose=False)
 
@@ -59,12 +60,12 @@ def test_staging_folders_of_live_processes_are_kept_and_old_ones_removed(tmp_pat
     unrelated = tmp_path / ".cache-1"
     for folder in (mine, other_host, legacy, unrelated):
         (folder / "images").mkdir(parents=True)
-    assert remove_stale_staging(tmp_path) == []
-    old = time.time() - output_staging.STALE_AFTER_S - 60
+    assert remove_stale_staging(tmp_path, STAGING_PATTERNS) == []
+    old = time.time() - STALE_AFTER_S - 60
     for folder in (other_host, legacy, unrelated):
         for path in (folder, folder / "images"):
             os.utime(path, (old, old))
-    assert sorted(p.name for p in remove_stale_staging(tmp_path)) == sorted([legacy.name, other_host.name])
+    assert sorted(p.name for p in remove_stale_staging(tmp_path, STAGING_PATTERNS)) == sorted([legacy.name, other_host.name])
     assert mine.is_dir() and unrelated.is_dir()
 
 

@@ -126,6 +126,34 @@ def test_a_volume_saved_with_a_flipped_affine_is_not_loaded_mirrored(tmp_path):
     assert not np.array_equal(np.asarray(unoriented({"image": str(tmp_path / "las.nii.gz")})["image"]), ras)
 
 
+def test_the_3d_scenarios_preprocessing_loads_a_flipped_volume_as_the_ras_one(tmp_path):
+    """Row 10 through the bundles' own preprocessing (base.yaml and a 3D scenario file), not
+    just the transform: a left-right flipped copy with its affine gives the same tensor."""
+    from monai.bundle import ConfigParser
+
+    from pipeline.bundles import BUNDLES_ROOT
+
+    array = np.random.default_rng(2).random((8, 8, 8), dtype=np.float32)
+    _volume_with(tmp_path / "ras.nii.gz", array, np.diag([2.0, 2.0, 2.0, 1.0]))
+    flipped = np.diag([-2.0, 2.0, 2.0, 1.0])
+    flipped[0, 3] = 2.0 * (array.shape[0] - 1)
+    _volume_with(tmp_path / "las.nii.gz", array[::-1].copy(), flipped)
+    configs = BUNDLES_ROOT / "common" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "base.yaml"), str(configs / "scenarios" / "localized3d.yaml")])
+    parser["intensity_range"] = parser["scaling_range"] = [0.0, 1.0]
+    parser["image_size"] = [8, 8, 8]
+    loaded = []
+    for name in ("ras.nii.gz", "las.nii.gz"):
+        item = {"image": str(tmp_path / name)}
+        for transform in parser.get_parsed_content("preprocessing"):
+            item = transform(item)
+        loaded.append(np.asarray(item["image"]))
+    assert loaded[0].shape == (1, 8, 8, 8)
+    np.testing.assert_allclose(loaded[1], loaded[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loaded[0][0], array, rtol=1e-6, atol=1e-6)
+
+
 def _volume_with(path, array, affine):
     nib.save(nib.Nifti1Image(array, affine), path)
 

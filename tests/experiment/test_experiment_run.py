@@ -214,3 +214,62 @@ def test_resume_after_the_datalist_was_deleted_is_an_error(tiny_experiment, tmp_
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"datalist '{datalist}' (config id 'datalist') does not exist" in err and "Traceback" not in err
+
+
+def _one_method_experiment(tiny_datalist_2d, tmp_path):
+    """A datalist of the fixture's images (absolute paths) that the test may change, and an
+    experiment file for ERM alone on it, without analyses."""
+    content = json.loads(tiny_datalist_2d.read_text())
+    for items in (v for v in content.values() if isinstance(v, list)):
+        for item in items:
+            item["image"] = str(tiny_datalist_2d.parent / item["image"])
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps(content))
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump({
+        "output": str(tmp_path / "out"), "scenarios": ["localized2d"], "methods": ["erm"],
+        "settings": {**TINY, "datalist": str(datalist)}, "layer_analysis": False, "saliency": False,
+    }))  # fmt: skip
+    return content, datalist, config
+
+
+def test_resume_after_the_datalist_content_changed_reruns_on_the_new_test_set(tiny_datalist_2d, tmp_path, capsys):
+    """Issue 27, row 6: ``--resume`` after the datalist's content changed said "done before,
+    skipped" and the report kept the old test set. Same datalist path, four test items fewer."""
+    content, datalist, config = _one_method_experiment(tiny_datalist_2d, tmp_path)
+    assert main(["--config", str(config), "--resume"]) == 0
+    capsys.readouterr()
+    kept = content["test"] = content["test"][:-4]
+    datalist.write_text(json.dumps(content))
+    assert main(["--config", str(config), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "erm (baseline): its settings or data (or a method it uses) changed since it ran: rerun" in out
+    assert "done before, skipped" not in out
+    results = pd.read_csv(tmp_path / "out" / "report" / "results.csv").set_index("test_set")
+    assert results.loc["bias_free", "n"] == len(kept)
+    predictions = pd.read_csv(tmp_path / "out" / "report" / results.loc["bias_free", "predictions"])
+    assert set(predictions["id"].astype(str)) == {str(item["id"]) for item in kept}
+    assert main(["--config", str(config), "--resume"]) == 0  # unchanged since: skipped
+    assert "erm (baseline): done before, skipped" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("isolated_logging")
+def test_a_training_on_a_full_disk_is_one_line_naming_the_step_and_its_log(tiny_datalist_2d, tmp_path, capsys, monkeypatch):
+    """Issue 27: a disk filling up during the experiment's training gave inline_container.cc's
+    message in a traceback. Now one line naming the step, the folder and its log; no checkpoint
+    (whole or partial) stays, and the output folder's lock is released."""
+    _, _, config = _one_method_experiment(tiny_datalist_2d, tmp_path)
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")  # fmt: skip
+
+    monkeypatch.setattr(torch, "save", full)
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    erm = tmp_path / "out" / "localized2d" / "erm"
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.startswith("python -m pipeline.experiment: error: [1/1] localized2d erm (baseline): train: ")
+    assert f"could not be written in {erm}" in err and f"its log: {erm / 'log.txt'}" in err
+    assert not [p.name for p in (erm / "models").iterdir() if p.suffix == ".pt" or p.name.startswith("tmp")]
+    assert not (tmp_path / "out" / ".lock").exists()

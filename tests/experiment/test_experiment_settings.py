@@ -31,6 +31,17 @@ def test_a_mistyped_set_key_is_an_error_naming_the_closest_id(setting, closest, 
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+@pytest.mark.parametrize("setting", ["max_epochs", "=1"])
+def test_a_set_without_a_value_or_a_key_is_an_error(setting, tmp_path, capsys):
+    """Issue 27, rows 3 and 4 for the experiment: ``--set`` reads one ``key=value`` each, so a
+    missing value can neither become True nor shift the settings after it."""
+    with pytest.raises(SystemExit) as info:
+        main(["--output", str(tmp_path), "--methods", "erm", "--set", setting, "--set", "seed=1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--set expects key=value, got '{setting}'" in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_method_settings_are_checked_against_the_method_and_its_bundle(tmp_path):
     """Issue 27, row 2: ``method_settings: {ermm: ...}`` was ignored."""
     config = tmp_path / "exp.yaml"
