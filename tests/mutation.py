@@ -35,7 +35,8 @@ MODULES = {
     "target_cache": ("pipeline/distillation/target_cache.py", ["tests/distillation/test_target_cache.py"]),
     "protocol": ("pipeline/evaluation/protocol.py",
                  ["tests/evaluation/test_protocol.py", "tests/evaluation/test_evaluation_metrics.py"]),
-    "counterfactual": ("pipeline/evaluation/counterfactual.py", ["tests/evaluation/test_layers.py"]),
+    "counterfactual": ("pipeline/evaluation/counterfactual.py",
+                       ["tests/evaluation/test_counterfactual.py", "tests/evaluation/test_layers.py"]),
     "injection": ("pipeline/transforms/injection.py",
                   ["tests/transforms/test_shortcut_injection.py", "tests/transforms/test_prebiased_injection.py"]),
 }  # fmt: skip
