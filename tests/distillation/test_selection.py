@@ -101,7 +101,7 @@ class _Fixed(torch.nn.Module):
 
     def __init__(self, logits):
         super().__init__()
-        self.logits = torch.tensor(logits)
+        self.register_buffer("logits", torch.tensor(logits))
         self.norm = torch.nn.BatchNorm1d(2)
 
     def forward(self, images):
@@ -179,3 +179,25 @@ def test_the_validation_epoch_is_zero_before_any_validation():
     from pipeline.distillation.selection import ValidationEpoch
 
     assert ValidationEpoch().compute() == 0.0
+
+
+def test_agreement_reads_a_batched_evaluator_output_and_the_selection_s_metric_uses_the_teacher():
+    teacher = _Fixed([[0.0, 0.0], [math.log(3.0), 0.0]])
+    images = torch.tensor([0.0, 1.0]).reshape(2, 1, 1, 1)
+    student = torch.tensor([[0.9, 0.1], [0.75, 0.25]])
+    key, _ = selection_metrics("teacher_agreement", teacher)
+    metric = key["val_agreement"]
+    metric.reset()
+    metric.update(metric._output_transform({"image": images, "pred": student}))
+    assert metric.compute() == pytest.approx(-_kl((0.5, 0.5), (0.9, 0.1)) / 2, rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_teacher_runs_on_the_device_given_to_the_selection():
+    teacher = _Fixed([[0.0, 0.0]]).cuda()
+    key, _ = selection_metrics("teacher_agreement", teacher, device="cuda")
+    metric = key["val_agreement"]
+    metric.reset()
+    metric.update((torch.zeros(1, 1, 1, 1), torch.tensor([[0.5, 0.5]])))  # images and predictions on the CPU
+    assert metric.compute() == pytest.approx(0.0, abs=1e-6)
