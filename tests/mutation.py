@@ -33,8 +33,10 @@ MODULES = {
     "selection": ("pipeline/distillation/selection.py", ["tests/distillation/test_selection.py"]),
     "stage_pairing": ("pipeline/distillation/stage_pairing.py", ["tests/distillation/test_stage_pairing.py"]),
     "target_cache": ("pipeline/distillation/target_cache.py", ["tests/distillation/test_target_cache.py"]),
-    "protocol": ("pipeline/evaluation/protocol.py", ["tests/evaluation/test_protocol.py"]),
-    "counterfactual": ("pipeline/evaluation/counterfactual.py", ["tests/evaluation/test_layers.py"]),
+    "protocol": ("pipeline/evaluation/protocol.py",
+                 ["tests/evaluation/test_protocol.py", "tests/evaluation/test_evaluation_metrics.py"]),
+    "counterfactual": ("pipeline/evaluation/counterfactual.py",
+                       ["tests/evaluation/test_counterfactual.py", "tests/evaluation/test_layers.py"]),
     "injection": ("pipeline/transforms/injection.py",
                   ["tests/transforms/test_shortcut_injection.py", "tests/transforms/test_prebiased_injection.py"]),
 }  # fmt: skip

@@ -31,6 +31,7 @@ from pipeline.bundles import run_bundle, scenario_names
 from pipeline.bundles.overrides import parse_setting
 from pipeline.engine.resumable_checkpoint import ResumeError, resume_path
 from pipeline.engine.run_lock import OutputInUseError, acquire, release
+from pipeline.engine.threads import apply_num_threads
 from pipeline.experiment.catalogue import METHODS
 from pipeline.experiment.config import ExperimentConfig, ordered_methods
 from pipeline.experiment.outputs import Recorder, fresh_output
@@ -76,6 +77,9 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, fresh: bool =
     steps = [(s, m) for s in config.scenarios for m in ordered_methods(config.methods)]
     with _startup():
         config.validate()
+        threads = apply_num_threads(
+            config.settings.get("num_threads")
+        )  # every step's, unless a method sets its own
         lock = acquire(output, "experiment")
     try:
         with _startup():
@@ -87,16 +91,20 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, fresh: bool =
                 fingerprints.method(scenario, method)
         recorder = Recorder(output, tuple(scenario_names()))
         started = time.monotonic()
+        _progress(f"torch threads: {threads}", started)
         try:
             for index, (scenario, method) in enumerate(steps, 1):
                 prefix = f"[{index}/{len(steps)}] {scenario} {method} ({METHODS[method].bundle})"
                 _train_and_evaluate(config, fingerprints, output, scenario, method, prefix, resume, started)
                 recorder.update()
                 for workflow in analyses(config, method):
-                    _analyse(config, fingerprints, output, scenario, method, workflow, prefix, resume, started)
+                    _analyse(
+                        config, fingerprints, output, scenario, method, workflow, prefix, resume, started
+                    )
                     recorder.update()
             _progress("report", started)
             with _logged(output / "report" / LOG_FILE, "report", "w"):
+                logging.getLogger(__name__).info("torch threads: %d (setting num_threads)", threads)
                 report_dir = write_report(config, output)
         finally:
             recorder.update()
@@ -149,8 +157,12 @@ def _train_and_evaluate(
         if _saved_fingerprint(fingerprint_file) == fingerprint:
             _progress(f"{prefix}: done before, skipped", started)
             return
-        _progress(f"{prefix}: its settings or data (or a method it uses) changed since it ran: rerun", started)
-    elif resume and _resumable_training(output / scenario / method / "models", settings["config_fingerprint"]):
+        _progress(
+            f"{prefix}: its settings or data (or a method it uses) changed since it ran: rerun", started
+        )
+    elif resume and _resumable_training(
+        output / scenario / method / "models", settings["config_fingerprint"]
+    ):
         _progress(f"{prefix}: continuing its interrupted training", started)
         settings = {**settings, "resume": True}
     for workflow in ("train", "evaluate"):

@@ -112,3 +112,40 @@ def test_the_builder_refuses_auto_without_image_size_and_other_words():
         build_distillation("probe_kl", "auto", _teacher(), "small_cnn")
     with pytest.raises(ValueError, match="'automatic'"):
         build_distillation("probe_kl", "automatic", _teacher(), "small_cnn", image_size=[64, 64])
+
+
+ALEXNET_STEM = {
+    "stem_kernel_size": 5,
+    "stem_stride": 2,
+    "stem_padding": 2,
+}  # 15, 7, 7, 7, 3 at 64 (default 7, 3, 3, 3, 1)
+
+
+def test_each_side_is_measured_with_its_own_options():
+    stages = [f"features.block{i}" for i in range(1, 6)]
+    b = {i: f"features.block{i}" for i in range(1, 6)}
+    pairs = auto_stage_pairs("alexnet", "alexnet", stages, [64, 64], student_options=ALEXNET_STEM)
+    assert pairs == [[b[2], b[1]], [b[5], b[2]]]
+    pairs = auto_stage_pairs("alexnet", "alexnet", stages, [64, 64], teacher_options=ALEXNET_STEM)
+    assert pairs == [[b[1], b[2]], [b[2], b[5]]]
+    assert stage_sizes("alexnet", [64, 64], options=ALEXNET_STEM)[b[1]] == (15, 15)
+
+
+def test_the_pairing_is_logged_with_both_networks_and_the_size(caplog):
+    with caplog.at_level(logging.INFO, logger="pipeline.distillation.stage_pairing"):
+        auto_stage_pairs("resnet18", "small_cnn", ["stage2"], [64, 64])
+    assert caplog.messages == [
+        "stage_pairs: auto pairs [['layer2', 'stage2']] (student resnet18, teacher small_cnn, spatial sizes at [64, 64])"
+    ]
+
+
+def test_error_messages_name_the_sizes_and_the_way_out():
+    message = (
+        "stage_pairs: auto found no student stage with the spatial size of a teacher stage "
+        "(student {'a': (8,)}, teacher {'x': (4,)}); give stage_pairs as [[student stage, teacher stage], ...]"
+    )
+    with pytest.raises(ValueError) as error:
+        pair_by_size({"a": (8,)}, {"x": (4,)})
+    assert str(error.value) == message
+    with pytest.raises(ValueError, match=r"^image_size \[64, 64, 64\] must have 2 entries \(spatial_dims\)$"):
+        stage_sizes("small_cnn", [64, 64, 64], spatial_dims=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.distillation.target_cache import TeacherTargetCache
@@ -53,3 +54,23 @@ def test_putting_a_key_again_replaces_its_targets():
     cache.put([("a", 0)], {"logits": torch.tensor([[2.0, 2.0]])})
     assert len(cache) == 1
     assert cache.get([("a", 0)], torch.device("cpu"))["logits"].tolist() == [[2.0, 2.0]]
+
+
+def test_hits_and_misses_are_counted_per_batch():
+    cache = TeacherTargetCache()
+    cache.put([("a", 0)], {"logits": torch.tensor([[1.0, 1.0]])})
+    for _ in range(3):
+        cache.get([("a", 0)], torch.device("cpu"))
+    cache.get([("b", 0)], torch.device("cpu"))
+    cache.get([("b", 0)], torch.device("cpu"))
+    assert (cache.hits, cache.misses) == (3, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_targets_are_kept_on_the_cpu_and_read_onto_the_batch_s_device():
+    cache = TeacherTargetCache()
+    cache.put([("a", 0), ("b", 1)], {n: t.cuda() for n, t in _batch().items()})
+    assert all(t.device.type == "cpu" for v in dict(cache.items()).values() for t in v.values())
+    got = cache.get([("b", 1)], torch.device("cuda"))
+    assert got["logits"].device.type == "cuda" and got["logits"].tolist() == [[3.0, 4.0]]
