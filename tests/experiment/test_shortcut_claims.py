@@ -63,15 +63,17 @@ def test_default_run_erm_learns_the_shortcut_and_distillation_removes_it(default
 # an AMD EPYC, the latter with the teacher's final epoch instead of its best held-out one): the
 # same numbers to 3 decimals. ERM bias-inverted AUC 0.061 against the reference's 0.812
 # (counterfactual ΔTPR 1.00); the teacher reaches only 0.693 (bias-free 0.699, cf ΔTPR 0.01), and
-# the student started from it 0.592 (71% of the gap, counterfactual ΔTPR 0.31: it keeps part of
-# the shortcut, as a student of a weak teacher does; the slow test asserts removal with the
-# source model).
+# the student started from it 0.592 (71% of the gap, counterfactual ΔTPR 0.31) at logit weight 5;
+# at the default logit weight 10 (AMD EPYC, this run's settings, runs/small_claims_logit10 by
+# tests.experiment.test_shortcut_claims._claims) 0.656: 79% of the gap, counterfactual ΔTPR 0.14.
+# It keeps part of the shortcut, as a student of a weak teacher does; the slow test asserts
+# removal with the source model.
 # Cross-machine spread, as measured: none at this size (the two machines above agree to 3
 # decimals); the largest measured anywhere in the project is 0.29 of gap closed, the default
 # scenario's student between the same two CPU families (67% vs 96%, the previous teacher recipe;
 # README, "The result depends on the teacher"). The thresholds leave at least that much room:
-# ERM's gap 0.75 against >= 0.4 (0.35 of room), gap closed 0.71 against >= 0.4 (0.31), the
-# student's counterfactual ΔTPR 0.31 against <= 0.6 x ERM's 1.00 (0.29). The run is pinned to
+# ERM's gap 0.75 against >= 0.4 (0.35 of room), gap closed 0.79 against >= 0.4 (0.39), the
+# student's counterfactual ΔTPR 0.14 against <= 0.6 x ERM's 1.00 (0.46). The run is pinned to
 # the 2 torch threads it was measured with (num_threads), so a CI machine with more cores does
 # not add a thread-count difference to the CPU's own.
 SMALL = {"data_params": {"n": 2000, "size": 64, "flavour": "thorax", "teacher_size": 500}, "num_threads": 2}
