@@ -169,7 +169,7 @@ def test_teacher_seed_tables_are_the_script_s_rendering_of_teacher_seeds_csv():
     [
         ("scenario_runs.csv", SCENARIO_CELLS, "scenario | whole run", "scenario", "diffuse3d", "reference_bias_free_auc", 0.8871,
          "reference (its bias-free AUC)"),
-        ("scenario_runs.csv", SCENARIO_CELLS, "scenario | whole run", "scenario", "localized2d", "teacher_verdict", "removed",
+        ("scenario_runs.csv", SCENARIO_CELLS, "scenario | whole run", "scenario", "localized2d", "teacher_verdict", "over-corrected",
          "verdict: teacher / student"),
         ("architecture_runs.csv", ARCHITECTURE_CELLS, "run | network", "run", "resnet18_localized2d",
          "gap_closed", -0.0551, "gap closed"),
