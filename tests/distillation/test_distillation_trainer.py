@@ -39,10 +39,11 @@ def _trainer(
     loader_seed=0,
     probe_fit="kl",
     script=True,
+    device="cpu",
     **options,
 ):
     torch.manual_seed(seed)
-    student = build_network("small_cnn")
+    student = build_network("small_cnn").to(device)
     teacher = teacher or build_network("small_cnn")
     teacher_probes = teacher_probes or StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
     student_probes = StageProbes.from_network("small_cnn", stages=["stage1", "stage3"])
@@ -53,7 +54,7 @@ def _trainer(
         _items(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(loader_seed)
     )
     return DistillationTrainer(
-        device=torch.device("cpu"),
+        device=torch.device(device),
         max_epochs=epochs,
         train_data_loader=loader,
         network=student,
