@@ -257,6 +257,26 @@ def rescore(table: pd.DataFrame, headlines: Mapping[str, Mapping[str, Mapping[st
     return table
 
 
+def replace_rows(table: Path, run: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``rows`` in place of the ``run``'s rows of the CSV ``table`` (where the first of them stood),
+    else appended; written whole to a temporary file, then renamed."""
+    if not table.is_file():
+        for row in rows:
+            append_row(table, row)
+        return
+    old = pd.read_csv(table)
+    at = old.index[old["run"] == run]
+    new = pd.DataFrame(list(rows))
+    if len(at):
+        kept = old[old["run"] != run]
+        before = kept[kept.index < at[0]]
+        new = pd.concat([before, new, kept[kept.index > at[0]]], ignore_index=True)
+    else:
+        new = pd.concat([old, new], ignore_index=True)
+    with atomic_path(table) as tmp:
+        new.to_csv(tmp, index=False, float_format="%.4f")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario_runs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="benchmarks/configs/scenario_runs.yaml", help="YAML: run name -> experiment settings")
@@ -265,6 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default="benchmarks/results/scenario_runs.csv")
     parser.add_argument("--page", help="results page to write from the table and the reports (markdown)")
     parser.add_argument("--resume", action="store_true", help="skip runs in the table, continue interrupted ones")
+    parser.add_argument(
+        "--rerun", nargs="+", default=[], metavar="RUN",
+        help="with --resume: run these again although in the table (unchanged trainings are reused), "
+        "their rows replaced in place once the run has finished",
+    )  # fmt: skip
     parser.add_argument(
         "--rescore-from-page", metavar="PAGE",
         help="only fill the scoring columns of the table's older rows from PAGE's headline tables, then exit",
@@ -284,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     table = Path(args.table)
-    done = set(pd.read_csv(table)["run"]) if args.resume and table.is_file() else set()
+    done = set(pd.read_csv(table)["run"]) - set(args.rerun) if args.resume and table.is_file() else set()
     if not args.resume and table.is_file():
         table.unlink()
     for name, config in configs.items():
@@ -294,8 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.monotonic()
         partly_done = Path(config.output).is_dir() and any(Path(config.output).iterdir())
         run_experiment(config, resume=args.resume)
-        for row in summary_rows(name, config, time.monotonic() - started):
-            append_row(table, {**row, "whole_run_timed": not partly_done})
+        rows = [{**row, "whole_run_timed": not partly_done} for row in summary_rows(name, config, time.monotonic() - started)]
+        replace_rows(table, name, rows)
         print(f"{name}: {time.monotonic() - started:.0f} s", flush=True)
     if args.page and table.is_file():
         write_page(in_runs_order(pd.read_csv(table), list(runs)), Path(args.output).absolute(), Path(args.page))

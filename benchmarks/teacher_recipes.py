@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from benchmarks.seed_runs import _metrics
-from benchmarks.teacher_seeds import _train_and_evaluate
+from benchmarks.teacher_seeds import _train_and_evaluate, is_done
 from pipeline.atomic import atomic_path
 from pipeline.evaluation.protocol import counterfactual_delta_tpr, shortcut_verdict
 
@@ -77,9 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             start = time.perf_counter()
             run = {"output_root": str(root), "bundle_name": f"recipe_{name}_seed{seed}", "seed": seed,
                    "init_checkpoint": str(source), "tensorboard": False, "progress_bar": False, **settings}  # fmt: skip
+            reused = args.resume and is_done("teacher", args.scenario, root, run)
             teacher = _train_and_evaluate("teacher", args.scenario, root, run, args.resume)
-            rows = [r for r in rows if not (r["scenario"] == args.scenario and r["variant"] == name and r["seed"] == seed)]
-            rows.append(row(args.scenario, name, seed, teacher, erm, time.perf_counter() - start))
+            same = [r for r in rows if r["scenario"] == args.scenario and r["variant"] == name and r["seed"] == seed]
+            rows = [r for r in rows if not any(r is s for s in same)]
+            seconds = same[0]["seconds"] if reused and same else time.perf_counter() - start  # reused: its own time
+            rows.append(row(args.scenario, name, seed, teacher, erm, seconds))
             with atomic_path(args.table) as tmp:
                 pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False, float_format="%.4f")
             r = rows[-1]

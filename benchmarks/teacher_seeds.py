@@ -34,7 +34,7 @@ import yaml
 
 from benchmarks.seed_runs import _metrics
 from pipeline.atomic import atomic_path, write_text
-from pipeline.bundles import run_bundle
+from pipeline.bundles import config_files, run_bundle, with_fingerprint
 from pipeline.evaluation.protocol import acceptance
 from pipeline.experiment import ExperimentConfig, run_experiment, run_settings
 
@@ -108,16 +108,32 @@ def base_config(run: Mapping[str, Any], output: Path, methods: Sequence[str] = B
 
 def _train_and_evaluate(bundle: str, scenario: str, root: Path, settings: Mapping[str, Any], resume: bool) -> dict:
     """Train and evaluate one bundle run into ``root/<bundle_name>``, unless ``resume`` finds it
-    evaluated with the same settings (``settings.json`` beside it); returns its metrics."""
+    evaluated with the same settings and bundle configs (``settings.json`` beside it, with the
+    merged config's fingerprint: a changed default retrains); returns its metrics."""
     folder = root / settings["bundle_name"]
-    record = json.dumps(dict(settings), sort_keys=True, default=str)
+    if is_done(bundle, scenario, root, settings) and resume:
+        return _metrics(folder)
     done = folder / "settings.json"
-    if not (resume and (folder / "eval" / "metrics.json").is_file() and done.is_file() and done.read_text() == record):
-        done.unlink(missing_ok=True)
-        for workflow in ("train", "evaluate"):
-            run_bundle(bundle, workflow, scenario, settings=dict(settings), log_config=False)
-        write_text(record, done)
+    done.unlink(missing_ok=True)
+    for workflow in ("train", "evaluate"):
+        run_bundle(bundle, workflow, scenario, settings=dict(settings), log_config=False)
+    write_text(run_record(bundle, scenario, settings), done)
     return _metrics(folder)
+
+
+def run_record(bundle: str, scenario: str, settings: Mapping[str, Any]) -> str:
+    """What ``settings.json`` holds for a run: its settings and its merged train config's fingerprint."""
+    fingerprint = with_fingerprint(config_files(bundle, "train", scenario), settings)["config_fingerprint"]
+    return json.dumps({**settings, "config_fingerprint": fingerprint}, sort_keys=True, default=str)
+
+
+def is_done(bundle: str, scenario: str, root: Path, settings: Mapping[str, Any]) -> bool:
+    """Whether ``root/<bundle_name>`` was trained and evaluated with these settings and configs."""
+    folder = root / settings["bundle_name"]
+    done = folder / "settings.json"
+    return (folder / "eval" / "metrics.json").is_file() and done.is_file() and (
+        done.read_text() == run_record(bundle, scenario, settings)
+    )
 
 
 def train_teacher_and_student(config: ExperimentConfig, seed: int, resume: bool) -> dict[str, dict]:

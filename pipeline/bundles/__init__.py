@@ -232,6 +232,23 @@ def explicit_none(extra: Sequence[str]) -> list[str]:
     ]
 
 
+OWN_DATA_NOTE = (
+    "note: --datalist without --scenario or --artifact: your images are used as stored, no artifact "
+    "is injected (add --artifact SPEC or --scenario NAME to inject one; docs/own_data.md)"
+)
+
+
+def own_data_settings(scenario: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings``, with ``artifact: None`` when they name a datalist of the user's own and neither
+    ``scenario`` nor ``artifact`` is given: injecting the default scenario's corner patch into a
+    user's images is a choice they make (``--scenario``/``--artifact``), not a default."""
+    settings = dict(settings)
+    if "datalist" in settings and scenario is None and "artifact" not in settings:
+        print(OWN_DATA_NOTE, file=sys.stderr, flush=True)
+        settings["artifact"] = None
+    return settings
+
+
 def monai_command(
     bundle: str, workflow: str, scenario: str | None, overrides: Sequence[str], extra: Sequence[str]
 ) -> list[str]:
@@ -249,7 +266,7 @@ def monai_command(
 
     files = config_files(bundle, workflow, scenario, overrides)
     extra = explicit_none(extra)
-    settings = parse_overrides(extra)
+    settings = own_data_settings(scenario, parse_overrides(extra))
     check_keys(files, settings, f"not in the merged config of {bundle} {workflow}")
     fingerprint = with_fingerprint(files, settings)["config_fingerprint"]
     settings = {"config_fingerprint": fingerprint, **{k: v for k, v in settings.items() if k != "config_fingerprint"}}

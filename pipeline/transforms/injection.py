@@ -93,8 +93,9 @@ def _bias_flag(item: Mapping, bias_key: str) -> int:
     if bias_key not in item:
         raise ValueError(
             f"pre-biased data (artifact: null) reads the bias flag from item key {bias_key!r}, absent in item "
-            f"{item.get('id', '?')!r} (keys: {sorted(map(str, item))}); write it with data_prep (e.g. "
-            "`python -m data_prep simba`), or configure an artifact to inject."
+            f"{item.get('id', '?')!r} (keys: {sorted(map(str, item))}): the bias-free and bias-inverted sets "
+            "need a 0/1 flag per item; write it with data_prep (e.g. `python -m data_prep simba`, or "
+            "`data_prep table` with a `bias` column), or configure an artifact to inject (--artifact SPEC)."
         )
     value = item[bias_key]
     if isinstance(value, (np.ndarray, torch.Tensor)) and int(np.prod(value.shape)) == 1:
@@ -113,7 +114,7 @@ def prebiased_items(
 ) -> list:
     """The items of pre-biased data that ``mode`` sees (the images already hold the bias).
 
-    "as_trained": all items; "never": bias 0; "always": bias 1; "inverted": for each class, the
+    "as_trained": all items, with or without a flag; "never": bias 0; "always": bias 1; "inverted": for each class, the
     largest subsample (without repetition, drawn with ``seed``) whose bias rate is the other
     class's rate in ``items``, so the bias/class correlation is reversed. Item order is kept.
 
@@ -122,11 +123,11 @@ def prebiased_items(
             than the two classes 0 and 1.
     """
     check_choice(mode, "mode", MODES)
+    if mode == "as_trained":  # every item, flagged or not (images as stored need no flag)
+        return list(items)
     flags = [_bias_flag(item, bias_key) for item in items]
     if mode in ("never", "always"):
         return [item for item, flag in zip(items, flags) if flag == int(mode == "always")]
-    if mode == "as_trained":
-        return list(items)
     labels = [_class_index(item[label_key], 2) for item in items]
     members: dict[tuple[int, int], list[int]] = {(c, b): [] for c in (0, 1) for b in (0, 1)}
     for index, group in enumerate(zip(labels, flags)):
@@ -295,14 +296,17 @@ class ShortcutInjectiond(MapTransform):
             return list(items)
         return prebiased_items(items, self.mode, self.seed, self.label_key, self.bias_key)
 
-    def decide_item(self, item: Mapping[Hashable, Any]) -> int:
-        """The item's bias flag in this mode: the injection decision, or the pre-biased item's own flag.
+    def decide_item(self, item: Mapping[Hashable, Any]) -> int | None:
+        """The item's bias flag in this mode: the injection decision, or the pre-biased item's own flag
+        (None for an unflagged item in "as_trained": images as stored, nothing known of a shortcut).
 
         Raises:
             ValueError: the label or id key is missing (injection), the flag is missing or not 0/1,
                 or (pre-biased) it contradicts the mode: items not chosen by :meth:`select`.
         """
         if self.prebiased:
+            if self.mode == "as_trained" and self.bias_key not in item:
+                return None  # images as stored, shortcut unknown: a user's own data without flags
             bias = _bias_flag(item, self.bias_key)
             if self.mode in ("never", "always") and bias != int(self.mode == "always"):
                 raise ValueError(
@@ -321,5 +325,6 @@ class ShortcutInjectiond(MapTransform):
         if bias and not self.prebiased:
             for i, key in enumerate(self.key_iterator(d)):
                 d[key] = self.injection.add_artifact(d[key], d[self.id_key], randomize=i == 0)
-        d[self.bias_key] = bias
+        if bias is not None:
+            d[self.bias_key] = bias
         return d

@@ -40,6 +40,19 @@ def test_rows_are_appended_and_kept(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_a_rerun_replaces_its_rows_in_place_and_keeps_the_others(tmp_path):
+    table = tmp_path / "t.csv"
+    for run, auc in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+        scenario_validity.append_row(table, {"run": run, "auc": auc})
+    scenario_runs.replace_rows(table, "b", [{"run": "b", "auc": 0.9}])
+    assert pd.read_csv(table).values.tolist() == [["a", 0.1], ["b", 0.9], ["c", 0.3]]
+    scenario_runs.replace_rows(table, "d", [{"run": "d", "auc": 0.4}])  # a new run is appended
+    assert pd.read_csv(table)["run"].tolist() == ["a", "b", "c", "d"]
+    scenario_runs.replace_rows(tmp_path / "new.csv", "a", [{"run": "a", "auc": 0.5}])
+    assert pd.read_csv(tmp_path / "new.csv")["auc"].tolist() == [0.5]
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
 def test_run_settings_go_on_top_of_the_experiment_config(tmp_path):
     config = scenario_runs.experiment_config(
         {"scenarios": ["diffuse2d"], "settings": {"max_epochs": 2}, "methods": ["erm", "reference"]}, tmp_path / "out"

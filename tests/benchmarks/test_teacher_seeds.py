@@ -101,3 +101,36 @@ def test_markdown_shows_every_row_and_each_run_s_spread():
     text = teacher_seeds.markdown(pd.DataFrame(rows, columns=teacher_seeds.COLUMNS))
     assert "| a | 1 | 0.840 | -0.30 | 0.830 | 90% | 0.020 | 0.870 (0.880) | 0.04 | removed |" in text
     assert "| a | 2 | 90%, 90% - 90% (0.00) | 2 of 2 |" in text
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings_and_bundle_configs(tmp_path, monkeypatch):
+    """Resume must not confuse runs: a changed default in a bundle's config retrains its runs."""
+    import json
+
+    from benchmarks import teacher_seeds
+
+    config = tmp_path / "train.yaml"
+    config.write_text("augmentation: flips\n")
+    calls = []
+
+    def fake_run_bundle(bundle, workflow, scenario, settings, log_config):
+        calls.append(workflow)
+        (tmp_path / settings["bundle_name"] / "eval").mkdir(parents=True, exist_ok=True)
+        metrics = {"bias_free": {"auc": 0.9}, "bias_inverted": {"auc": 0.8}}
+        (tmp_path / settings["bundle_name"] / "eval" / "metrics.json").write_text(json.dumps(metrics))
+
+    monkeypatch.setattr(teacher_seeds, "run_bundle", fake_run_bundle)
+    monkeypatch.setattr(teacher_seeds, "config_files", lambda bundle, workflow, scenario: [str(config)])
+    settings = {"bundle_name": "t0", "seed": 0}
+    teacher_seeds._train_and_evaluate("teacher", "localized2d", tmp_path, settings, resume=True)
+    assert calls == ["train", "evaluate"]
+    teacher_seeds._train_and_evaluate("teacher", "localized2d", tmp_path, settings, resume=True)
+    assert calls == ["train", "evaluate"]  # same settings and configs: reused
+    teacher_seeds._train_and_evaluate("teacher", "localized2d", tmp_path, {**settings, "seed": 1}, resume=True)
+    assert len(calls) == 4  # other settings: retrained
+    config.write_text("augmentation: flips_and_noise\n")
+    assert not teacher_seeds.is_done("teacher", "localized2d", tmp_path, {**settings, "seed": 1})
+    teacher_seeds._train_and_evaluate("teacher", "localized2d", tmp_path, {**settings, "seed": 1}, resume=True)
+    assert len(calls) == 6  # a changed bundle config: retrained
+    teacher_seeds._train_and_evaluate("teacher", "localized2d", tmp_path, {**settings, "seed": 1}, resume=False)
+    assert len(calls) == 8  # without resume: always

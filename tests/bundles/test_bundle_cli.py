@@ -100,7 +100,7 @@ def test_monai_bundle_run_works_from_another_directory(tiny_datalist_2d, tmp_pat
     extra = [
         f"--{k}" if i % 2 == 0 else v for k, val in settings.items() for i, v in enumerate((k, repr(val)))
     ]
-    command = monai_command("baseline", "train", None, [], extra)
+    command = monai_command("baseline", "train", "localized2d", [], extra)  # the scenario's patch, on purpose
     assert command[1:4] == ["-m", "monai.bundle", "run"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -318,3 +318,23 @@ def test_a_second_training_on_the_same_output_stops_at_start_up(tiny_datalist_2d
     assert json.loads(lock.read_text())["pid"] == os.getpid()
     wf.finalize()
     assert not lock.exists()
+
+
+def _artifact_value(command):
+    return command[command.index("--artifact") + 1] if "--artifact" in command else "absent"
+
+
+def test_own_datalist_without_scenario_or_artifact_injects_nothing(capsys):
+    """Issue 28, item 4: the default scenario's corner patch is not put into a user's own images."""
+    own = monai_command("baseline", "train", None, [], ["--datalist", "/data/mine/datalist.json"])
+    assert _artifact_value(own) == "$None"
+    assert "no artifact is injected" in capsys.readouterr().err
+    # an explicit choice is kept: a scenario, or an artifact spec
+    scenario = monai_command("baseline", "train", "localized2d", [], ["--datalist", "/data/mine/datalist.json"])
+    assert _artifact_value(scenario) == "absent"
+    spec = "{'_target_': 'pipeline.transforms.GaussianNoiseArtifact', 'std': 0.02}"
+    chosen = monai_command("baseline", "train", None, [], ["--datalist", "/d.json", "--artifact", spec])
+    assert "GaussianNoiseArtifact" in _artifact_value(chosen)
+    # the embedded data (no --datalist) is the experiment: the scenario's artifact stays
+    assert _artifact_value(monai_command("baseline", "train", None, [], ["--seed", "1"])) == "absent"
+    assert capsys.readouterr().err == ""

@@ -37,8 +37,21 @@ def test_a_flag_contradicting_the_mode_or_missing_is_refused():
         ShortcutInjectiond(**INJECTION, mode="never")(
             {"image": torch.zeros(1, 2, 2), "label": 0, "id": "a", "bias": 1}
         )
-    with pytest.raises(ValueError, match="reads the bias flag from item key 'bias', absent in item 'a'"):
-        ShortcutInjectiond(**INJECTION)({"image": torch.zeros(1, 2, 2), "label": 0, "id": "a"})
+    for mode in ("never", "always", "inverted"):
+        with pytest.raises(ValueError, match="reads the bias flag from item key 'bias', absent in item 'a'"):
+            ShortcutInjectiond(**INJECTION, mode=mode)({"image": torch.zeros(1, 2, 2), "label": 0, "id": "a"})
+        with pytest.raises(ValueError, match="absent in item 'a'"):
+            prebiased_items([{"id": "a", "label": 0}], mode)
+
+
+def test_unflagged_images_as_stored_train_without_a_flag():
+    """A user's own datalist without bias flags, no artifact: training (as_trained) uses every
+    item as stored and writes no flag; only the bias-split modes need one."""
+    image = torch.rand(1, 4, 4)
+    out = ShortcutInjectiond(**INJECTION)({"image": image, "label": 1, "id": "a"})
+    assert out["image"] is image and "bias" not in out
+    items = [{"id": "a", "label": 0}, {"id": "b", "label": 1, "bias": 1}]
+    assert ShortcutInjectiond(**INJECTION).select(items) == items
     with pytest.raises(ValueError, match="bias=2"):
         prebiased_items([{"id": "a", "label": 0, "bias": 2}], "never")
 
