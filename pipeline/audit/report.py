@@ -67,14 +67,15 @@ def _number(value, digits: int = 2) -> str:
 
 def candidate_table(entries: Sequence[Mapping], rows: int = TABLE_ROWS) -> str:
     lines = [
-        "| # | candidate | kind | region | flip rate (95% CI) | n | ΔTPR | ΔFPR | mean prob. shift |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| # | candidate | kind | region | flip rate (95% CI) | n | ΔTPR | ΔFPR | mean prob. shift | excess over the same mark elsewhere |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for rank, e in enumerate(entries[:rows], 1):
         low, high = e["flip_rate_ci"]
         lines.append(
             f"| {rank} | `{e['name']}` | {e['kind']} | {e['region']} | {e['flip_rate']:.3f} ({low:.2f}-{high:.2f}) "
-            f"| {e['n']} | {_number(e['delta_tpr'])} | {_number(e['delta_fpr'])} | {_number(e['mean_prob_shift'], 3)} |"
+            f"| {e['n']} | {_number(e['delta_tpr'])} | {_number(e['delta_fpr'])} | {_number(e['mean_prob_shift'], 3)} "
+            f"| {_number(e.get('region_excess'), 3)} |"
         )
     return "\n".join(lines)
 

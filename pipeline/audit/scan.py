@@ -173,4 +173,20 @@ def scan(
         ):
             entries[i] = measure(by_name[entries[i]["name"]], everything)
     entries.sort(key=lambda e: (-e["flip_rate"], -abs(e["mean_prob_shift"]), e["name"]))
-    return entries, without
+    return with_region_excess(entries), without
+
+
+def with_region_excess(entries: Sequence[Mapping]) -> list[dict]:
+    """``entries`` with ``region_excess``: a localized candidate's flip rate minus the median flip
+    rate of the same mark (family and parameters) over every region it was placed in; None for a
+    diffuse candidate. A mark that moves the model in one region only (a shortcut's place) stands
+    out; one that moves it anywhere (as a finding-like blob or a saturating change does) does not."""
+    groups: dict[tuple, list[float]] = {}
+    key = lambda e: (e.get("family"), repr(sorted(e["params"].items())))  # noqa: E731
+    for e in entries:
+        if e["kind"] == "localized":
+            groups.setdefault(key(e), []).append(e["flip_rate"])
+    return [
+        {**e, "region_excess": float(e["flip_rate"] - np.median(groups[key(e)])) if e["kind"] == "localized" else None}
+        for e in entries
+    ]

@@ -55,6 +55,9 @@ def test_the_scan_ranks_the_patch_in_its_corner_first_and_writes_the_report(shor
     # the patch far from the corner moves the model much less
     far = next(c for c in candidates if c["name"] == top["name"].replace("top_left", "bottom_right"))
     assert far["flip_rate"] < top["flip_rate"] - 0.2
+    # ... so it stands out from the same mark on the rest of the grid; diffuse candidates have no regions
+    assert top["region_excess"] > 0.2 and top["region_excess"] <= top["flip_rate"]
+    assert all(c["region_excess"] is None for c in candidates if c["kind"] == "diffuse")
     assert result["verdict"]["flagged"][0] == top["name"]
     assert saved["occlusion"]["top_region"]["1"] == "top_left"
     text = (tmp_path / "audit.md").read_text()
@@ -159,3 +162,19 @@ def test_the_cli_writes_a_ranked_json(shortcut, tmp_path):
     assert (
         len(names) == 54 and names[0].startswith("patch_") and np.all([n.startswith("patch") for n in names])
     )
+
+
+def test_region_excess_is_the_flip_rate_above_the_same_marks_median_over_regions():
+    from pipeline.audit.scan import with_region_excess
+
+    def mark(region, rate, size=4, family="patch"):
+        return {"name": f"{family}{size}@{region}", "kind": "localized", "family": family, "region": region,
+                "params": {"size_px": size}, "flip_rate": rate}  # fmt: skip
+
+    entries = [mark("top_left", 0.9), mark("top", 0.1), mark("center", 0.2), mark("top_left", 0.5, size=8),
+               mark("top", 0.5, size=8), {"name": "blur", "kind": "diffuse", "family": "blur", "region": "global",
+               "params": {"sigma": 1.0}, "flip_rate": 0.8}]  # fmt: skip
+    excess = {e["name"]: e["region_excess"] for e in with_region_excess(entries)}
+    assert excess["patch4@top_left"] == pytest.approx(0.7) and excess["patch4@top"] == pytest.approx(-0.1)
+    assert excess["patch8@top_left"] == pytest.approx(0.0)  # the same everywhere: no place stands out
+    assert excess["blur"] is None

@@ -38,9 +38,9 @@ def default_claims(tmp_path_factory):
 def test_default_run_erm_learns_the_shortcut_and_distillation_removes_it(default_claims):
     """The targets of the issues, not what was measured: the test fails while a target is unmet.
 
-    Measured with the current default teacher (flips only, final epoch) over five teacher seeds on
-    one 2-core AMD EPYC machine (benchmarks/results/teacher_seeds.csv, run localized2d_flip_teacher):
-    see the README, "The result depends on the teacher".
+    Measured with the default teacher (fine-tuned with flips, noise and blur; final epoch) over
+    five teacher seeds on one 2-core AMD EPYC machine (benchmarks/results/teacher_seeds.csv, run
+    localized2d_acquisition_teacher): see the README, "The result depends on the teacher".
     """
     # ERM learns the shortcut: measured gap 0.77 on three machines, counterfactual ΔTPR 0.75-0.76
     assert default_claims["erm_gap"] >= 0.5
