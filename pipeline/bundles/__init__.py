@@ -238,15 +238,24 @@ OWN_DATA_NOTE = (
 )
 
 
-def own_data_settings(scenario: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
+def own_data_settings(
+    scenario: str | None, settings: Mapping[str, Any], overrides: Sequence[str | Path] = ()
+) -> dict[str, Any]:
     """``settings``, with ``artifact: None`` when they name a datalist of the user's own and neither
-    ``scenario`` nor ``artifact`` is given: injecting the default scenario's corner patch into a
-    user's images is a choice they make (``--scenario``/``--artifact``), not a default."""
+    ``scenario``, ``artifact`` nor an override file (``--config``) sets the artifact: injecting the
+    default scenario's corner patch into a user's images is a choice they make, not a default."""
     settings = dict(settings)
-    if "datalist" in settings and scenario is None and "artifact" not in settings:
+    chosen = scenario is not None or "artifact" in settings or any(_sets_artifact(f) for f in overrides)
+    if "datalist" in settings and not chosen:
         print(OWN_DATA_NOTE, file=sys.stderr, flush=True)
         settings["artifact"] = None
     return settings
+
+
+def _sets_artifact(config_file: str | Path) -> bool:
+    """Whether an override file sets ``artifact`` at its top level."""
+    content = yaml.safe_load(Path(config_file).read_text()) if Path(config_file).is_file() else None
+    return isinstance(content, dict) and "artifact" in content
 
 
 def monai_command(
@@ -266,7 +275,7 @@ def monai_command(
 
     files = config_files(bundle, workflow, scenario, overrides)
     extra = explicit_none(extra)
-    settings = own_data_settings(scenario, parse_overrides(extra))
+    settings = own_data_settings(scenario, parse_overrides(extra), overrides)
     check_keys(files, settings, f"not in the merged config of {bundle} {workflow}")
     fingerprint = with_fingerprint(files, settings)["config_fingerprint"]
     settings = {"config_fingerprint": fingerprint, **{k: v for k, v in settings.items() if k != "config_fingerprint"}}

@@ -324,7 +324,7 @@ def _artifact_value(command):
     return command[command.index("--artifact") + 1] if "--artifact" in command else "absent"
 
 
-def test_own_datalist_without_scenario_or_artifact_injects_nothing(capsys):
+def test_own_datalist_without_scenario_or_artifact_injects_nothing(capsys, tmp_path):
     """Issue 28, item 4: the default scenario's corner patch is not put into a user's own images."""
     own = monai_command("baseline", "train", None, [], ["--datalist", "/data/mine/datalist.json"])
     assert _artifact_value(own) == "$None"
@@ -335,6 +335,14 @@ def test_own_datalist_without_scenario_or_artifact_injects_nothing(capsys):
     spec = "{'_target_': 'pipeline.transforms.GaussianNoiseArtifact', 'std': 0.02}"
     chosen = monai_command("baseline", "train", None, [], ["--datalist", "/d.json", "--artifact", spec])
     assert "GaussianNoiseArtifact" in _artifact_value(chosen)
+    # an override file that sets the artifact is a choice too: the command does not undo it
+    choice = tmp_path / "mine.yaml"
+    choice.write_text("artifact: {_target_: pipeline.transforms.GaussianNoiseArtifact, std: 0.02}\n")
+    assert _artifact_value(monai_command("baseline", "train", None, [str(choice)], ["--datalist", "/d.json"])) == "absent"
+    other = tmp_path / "other.yaml"
+    other.write_text("max_epochs: 2\n")
+    assert _artifact_value(monai_command("baseline", "train", None, [str(other)], ["--datalist", "/d.json"])) == "$None"
+    capsys.readouterr()
     # the embedded data (no --datalist) is the experiment: the scenario's artifact stays
     assert _artifact_value(monai_command("baseline", "train", None, [], ["--seed", "1"])) == "absent"
     assert capsys.readouterr().err == ""
