@@ -10,11 +10,13 @@ The same student (same initial weights, same in-memory batches) trains with
 Distillation is the bundle's: ``probe_kl`` over every registry stage of the network, a frozen
 teacher of the same architecture with probes on every stage, Adam over the student and the
 student's probes. Every variant first runs warm-up epochs (they fill the teacher-target cache),
-then the next ``--iterations`` steps are timed (median and mean). Peak memory is the growth over
-a baseline taken after imports and data creation: on CUDA ``torch.cuda.max_memory_allocated``
-(peak statistics reset at the baseline); on CPU each variant runs in its own process and reports
-its peak resident set size (``VmHWM``, reset at the baseline) minus its resident set size at the
-baseline. Ratios to ERM are checked against the targets; a miss is reported, never raised.
+then ``--iterations`` steps are timed (median and mean): by default the three trainers take turns
+in one process, one epoch each (:func:`time_interleaved`), so that the machine's drifts fall on
+all of them alike. Peak memory is the growth over a baseline taken after imports and data
+creation: on CUDA ``torch.cuda.max_memory_allocated`` (peak statistics reset at the baseline); on
+CPU each variant runs in its own process and reports its peak resident set size (``VmHWM``, reset
+at the baseline) minus its resident set size at the baseline. Ratios to ERM are checked against
+the targets; a miss is reported, never raised.
 
     python -m benchmarks distillation -- --iterations 30 --out bench_distillation.json
     python -m benchmarks.bench_distillation --size 64 --batch-size 64 --device cuda --profile
@@ -50,6 +52,8 @@ from pipeline.distillation.trainer import DistillationTrainer
 from pipeline.networks import build_network, network_stages
 
 VARIANTS = ("erm", "live_teacher", "cached_teacher")
+TIMINGS = ("interleaved", "separate")
+STEP_QUANTITIES = ("step_ms_median", "step_ms_mean", "step_ms_min", "step_cpu_ms_median")
 # (variant, measured quantity, largest allowed ratio to ERM): issue 24's targets. The cached
 # student's memory is its steady state (the timed steps, after the cache is full and the teacher
 # has left the device); its whole-run peak, warm-up epoch with the teacher included, is reported too.
@@ -67,6 +71,11 @@ RATIO_QUANTITIES = (
     "timed_peak_memory_mb",
 )
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# With interleaved timing the variants' own processes measure memory only. There glibc's fixed
+# mmap threshold returns every freed block over 128 KiB to the system at once, so the peak RSS
+# follows the live tensors: with its default (a threshold that grows), ERM's peak alone ranged
+# 193-245 MB over three runs of the same command, and 129.1-129.4 MB with this setting.
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 _MB = 2**20
 
 
@@ -89,6 +98,9 @@ class BenchmarkConfig:
         isolate: run each variant in its own process (needed for CPU peak memory).
         repeats: run the variant sequence this many times in rotating order and pool the steps.
         profile: time the parts of a step (adds synchronisation on CUDA).
+        timing: where the step times come from: ``interleaved`` (the variants take turns, one
+            epoch each, in one process: :func:`time_interleaved`) or ``separate`` (each variant's
+            own run, the one that measures its memory).
     """
 
     size: int = 64
@@ -105,6 +117,7 @@ class BenchmarkConfig:
     isolate: bool = True
     repeats: int = 1
     profile: bool = False
+    timing: str = "interleaved"
 
     def checked(self) -> BenchmarkConfig:
         """This config with ``threads`` resolved.
@@ -118,6 +131,8 @@ class BenchmarkConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
+        if self.timing not in TIMINGS:
+            raise ValueError(f"timing must be one of {list(TIMINGS)}, got {self.timing!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if (self.device == "cuda" or self.amp) and not torch.cuda.is_available():
@@ -402,25 +417,90 @@ def run_variant(variant: str, config: BenchmarkConfig) -> dict:
         torch.set_num_threads(threads)
 
 
+def time_interleaved(config: BenchmarkConfig) -> dict[str, dict]:
+    """Step times of every variant trained side by side in this process, one epoch at a time.
+
+    The three trainers are built, run their warm-up epochs, then take turns: each runs one epoch
+    (``config.batches`` steps) and is interrupted, in an order that rotates every round, until
+    each has ``config.iterations`` timed steps. Slow drifts of the machine (another tenant, the
+    clock) and the placement of one process's memory then fall on every variant alike, which
+    separate processes, seconds apart, do not give (their ERM alone varied by 25% on an idle
+    2-core machine). Peak memory is not measured here (one process: see :func:`run_variant`).
+
+    Returns:
+        per variant: ``steps_ms``, ``steps_cpu_ms``, ``rounds_ms_median`` (the median step of each
+        round) and ``final_loss``.
+    """
+    config = config.checked()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        batches = make_batches(config)
+        rounds = math.ceil(config.iterations / config.batches)
+        trainers, timers = {}, {}
+        for variant in VARIANTS:
+            trainer = build_trainer(variant, config, batches)
+            timer = StepTimer(
+                config.warmup_epochs * config.batches, rounds * config.batches, trainer.state.device
+            )
+            timer.attach(trainer)
+            trainer.add_event_handler(Events.EPOCH_COMPLETED, _interrupt_after(config.warmup_epochs))
+            trainers[variant], timers[variant] = trainer, timer
+            trainer.run()  # the warm-up epochs (the cached variant fills its cache), then interrupted
+        rounds_ms: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for r in range(rounds):
+            for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
+                before = len(timers[variant].steps_ms)
+                trainers[variant].run()
+                rounds_ms[variant].append(statistics.median(timers[variant].steps_ms[before:]))
+        return {
+            v: {
+                "steps_ms": timers[v].steps_ms,
+                "steps_cpu_ms": timers[v].steps_cpu_ms,
+                "rounds_ms_median": rounds_ms[v],
+                "final_loss": float(trainers[v].state.output["loss"].detach()),
+            }
+            for v in VARIANTS
+        }
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _interrupt_after(warmup_epochs: int):
+    def interrupt(engine) -> None:
+        if engine.state.epoch >= warmup_epochs and engine.state.epoch < engine.state.max_epochs:
+            engine.interrupt()
+
+    return interrupt
+
+
 def _run_isolated(variant: str, config: BenchmarkConfig) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         result = Path(folder) / "result.json"
         command = [sys.executable, "-m", "benchmarks.bench_distillation", "--run-variant", variant,
                    "--config-json", json.dumps(asdict(config)), "--result", str(result)]  # fmt: skip
-        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        env = {**os.environ, **MEMORY_ENV} if config.timing == "interleaved" else None
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"variant {variant} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
         return json.loads(result.read_text())
 
 
+def _step_summary(steps_ms: list[float], steps_cpu_ms: list[float]) -> dict:
+    return {
+        "step_ms_median": statistics.median(steps_ms),
+        "step_ms_mean": statistics.fmean(steps_ms),
+        "step_ms_min": min(steps_ms),
+        "step_cpu_ms_median": statistics.median(steps_cpu_ms),
+        "timed_iterations": len(steps_ms),
+    }
+
+
 def _summary(runs: list[dict]) -> dict:
-    steps = [s for run in runs for s in run["steps_ms"]]
     summary = {
-        "step_ms_median": statistics.median(steps),
-        "step_ms_mean": statistics.fmean(steps),
-        "step_ms_min": min(steps),
-        "step_cpu_ms_median": statistics.median(s for run in runs for s in run["steps_cpu_ms"]),
-        "timed_iterations": len(steps),
+        **_step_summary(
+            [s for run in runs for s in run["steps_ms"]], [s for run in runs for s in run["steps_cpu_ms"]]
+        ),
         "peak_memory_mb": max(run["peak_memory_mb"] for run in runs),
         "peak_memory_mb_runs": [run["peak_memory_mb"] for run in runs],
         "timed_peak_memory_mb": _max_or_none(run["timed_peak_memory_mb"] for run in runs),
@@ -497,8 +577,21 @@ def run_benchmark(
                 _run_isolated(variant, config) if config.isolate else run_variant(variant, config)
             )
     variants = {v: _summary(runs[v]) for v in VARIANTS}
+    if config.timing == "interleaved":
+        log(f"timing the variants interleaved ({math.ceil(config.iterations / config.batches)} rounds)")
+        for variant, timed in time_interleaved(config).items():
+            summary = variants[variant]
+            summary["separate"] = {q: summary[q] for q in STEP_QUANTITIES}
+            summary.update(_step_summary(timed["steps_ms"], timed["steps_cpu_ms"]))
+            summary["rounds_ms_median"] = timed["rounds_ms_median"]
     erm = variants["erm"]
     ratios = {v: {q: _ratio(variants[v][q], erm[q]) for q in RATIO_QUANTITIES} for v in VARIANTS}
+    if config.timing == "interleaved":
+        for v in VARIANTS:
+            per_round = [a / b for a, b in zip(variants[v]["rounds_ms_median"], erm["rounds_ms_median"])]
+            ratios[v]["step_ms_median_per_round_quartiles"] = (
+                statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+            )
     targets = [
         {"variant": v, "metric": q, "ratio": ratios[v][q], "limit": limit,
          "status": "n/a" if ratios[v][q] is None else ("PASS" if ratios[v][q] <= limit else "FAIL")}
@@ -508,12 +601,7 @@ def run_benchmark(
         "benchmark": "distillation",
         "config": asdict(config),
         "environment": _environment(config, load_start),
-        "memory_method": runs["erm"][0]["memory_method"]
-        + (
-            ""
-            if config.isolate or config.device == "cuda"
-            else "; variants share one process (indicative only)"
-        ),
+        "memory_method": runs["erm"][0]["memory_method"] + _memory_note(config),
         "variants": variants,
         "ratios_to_erm": ratios,
         "targets": targets,
@@ -523,6 +611,16 @@ def run_benchmark(
         write_json(report, out)
         log(f"wrote {out}")
     return report
+
+
+def _memory_note(config: BenchmarkConfig) -> str:
+    if config.device == "cuda":
+        return ""
+    if not config.isolate:
+        return "; variants share one process (indicative only)"
+    if config.timing == "interleaved":
+        return "; " + " ".join(f"{k}={v}" for k, v in MEMORY_ENV.items()) + " in each variant's process"
+    return ""
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -556,7 +654,25 @@ def format_report(report: dict) -> str:
     for t in report["targets"]:
         label = f"{t['variant']} {'step time (median)' if t['metric'] == 'step_ms_median' else 'peak memory'}"
         lines.append(f"{label:40s} {_fmt(t['ratio']):>6s} {t['limit']:6.2f}  {t['status']}")
-    lines.append("step times: wall clock (median, mean) and process CPU time (median) per timed step")
+    if c.get("timing", "separate") == "interleaved":
+        rounds = math.ceil(c["iterations"] / c["batches"])
+        lines.append(
+            f"step times: wall clock (median, mean) and process CPU time (median) per timed step, the variants "
+            f"trained in turns in one process ({rounds} rounds of {c['batches']} steps each, order rotating); "
+            "memory from each variant's own process"
+        )
+        for name in report["variants"]:
+            quartiles = report["ratios_to_erm"][name].get("step_ms_median_per_round_quartiles")
+            if quartiles and name != "erm":
+                lines.append(
+                    f"  {name}: x ERM per round (median step of each round), quartiles "
+                    + " / ".join(f"{q:.2f}" for q in quartiles)
+                )
+    else:
+        lines.append(
+            "step times: wall clock (median, mean) and process CPU time (median) per timed step, "
+            "each variant in its own run"
+        )
     lines.append(
         f"memory: {report['memory_method']}; peak MB over the whole run (warm-up included: the cached "
         "variant runs its teacher there), timed MB over the timed steps only"
@@ -595,6 +711,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the variants in this process (faster start; CPU memory figures indicative only)",
     )
     parser.add_argument("--profile", action="store_true", help="also time the parts of a step")
+    parser.add_argument(
+        "--timing", choices=TIMINGS, default=defaults.timing,
+        help="step times from the variants trained in turns in one process (interleaved, default) or "
+        "from each variant's own run (separate)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="JSON report to write")
     parser.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)  # worker process
     parser.add_argument("--config-json", help=argparse.SUPPRESS)
@@ -612,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         size=args.size, spatial_dims=args.spatial_dims, batch_size=args.batch_size, batches=args.batches,
         iterations=args.iterations, warmup_epochs=args.warmup_epochs, network=args.network,
         device=args.device, threads=args.threads, amp=args.amp, seed=args.seed,
-        isolate=not args.in_process, repeats=args.repeats, profile=args.profile,
+        isolate=not args.in_process, repeats=args.repeats, profile=args.profile, timing=args.timing,
     )  # fmt: skip
     return run_benchmark(config, args.out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,6 +22,7 @@ from benchmarks.bench_distillation import (
     make_batches,
     run_benchmark,
     run_variant,
+    time_interleaved,
 )
 
 TINY = BenchmarkConfig(size=16, batch_size=4, batches=2, iterations=3, threads=1, isolate=False)
@@ -38,8 +40,11 @@ def tiny_report(tmp_path_factory):
 def test_report_has_every_variant_timed_after_warm_up(tiny_report):
     report, _, _ = tiny_report
     assert list(report["variants"]) == list(VARIANTS)
+    rounds = math.ceil(TINY.iterations / TINY.batches)  # interleaved: whole epochs, in turns
     for name, variant in report["variants"].items():
-        assert variant["timed_iterations"] == TINY.iterations, name
+        assert variant["timed_iterations"] == rounds * TINY.batches, name
+        assert variant["separate"]["step_ms_median"] > 0  # each variant's own run, kept beside
+        assert len(variant["rounds_ms_median"]) == rounds
         assert 0 < variant["step_ms_min"] <= variant["step_ms_median"]
         assert variant["step_cpu_ms_median"] > 0
         if variant["timed_peak_memory_mb"] is not None:  # the whole run includes the timed steps
@@ -83,6 +88,27 @@ def test_json_report_matches_the_returned_one(tiny_report):
     assert set(written["environment"]) >= {"load_average_start", "load_average_end", "threads", "note"}
 
 
+def test_interleaved_turns_train_each_variant_as_its_own_run_does():
+    config = replace(TINY, iterations=4)  # two whole epochs after the warm-up, as the separate runs
+    timed = time_interleaved(config)
+    assert list(timed) == list(VARIANTS)
+    for variant in VARIANTS:
+        alone = run_variant(variant, config)
+        # interrupted and resumed every epoch: the same steps, so the same final loss
+        assert timed[variant]["final_loss"] == pytest.approx(alone["final_loss"], rel=1e-6), variant
+        assert len(timed[variant]["steps_ms"]) == len(alone["steps_ms"]) == 4
+        assert len(timed[variant]["rounds_ms_median"]) == 2
+
+
+def test_separate_timing_takes_the_step_times_from_each_variants_own_run():
+    lines = []
+    report = run_benchmark(replace(TINY, timing="separate"), log=lines.append)
+    for name, variant in report["variants"].items():
+        assert variant["timed_iterations"] == TINY.iterations, name
+        assert "separate" not in variant and "rounds_ms_median" not in variant
+    assert "each variant in its own run" in "\n".join(lines)
+
+
 def test_same_seed_trains_the_same_student():
     first, second = run_variant("erm", TINY), run_variant("erm", TINY)
     assert first["final_loss"] == second["final_loss"]
@@ -103,7 +129,7 @@ def test_batches_have_the_bundle_keys_and_are_reproducible():
 @pytest.mark.parametrize(
     "change, match",
     [({"iterations": 0}, "iterations"), ({"device": "tpu"}, "device"), ({"spatial_dims": 4}, "spatial_dims"),
-     ({"network": "nope"}, "nope"), ({"threads": 0}, "threads")],
+     ({"network": "nope"}, "nope"), ({"threads": 0}, "threads"), ({"timing": "mixed"}, "timing")],
 )  # fmt: skip
 def test_invalid_config_is_rejected(change, match):
     with pytest.raises(ValueError, match=match):
@@ -149,6 +175,7 @@ def test_cli_runs_each_variant_in_its_own_process(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert "VmHWM" in report["memory_method"] or "ru_maxrss" in report["memory_method"]
+    assert "MALLOC_MMAP_THRESHOLD_=131072 in each variant's process" in report["memory_method"]
     assert all(v["peak_memory_mb"] > 0 for v in report["variants"].values())
     # the printed table is the JSON report's, with each target's PASS/FAIL as judged there
     assert format_report(report) in done.stdout
