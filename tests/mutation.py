@@ -29,7 +29,8 @@ MODULES = {
     "losses": ("pipeline/distillation/losses.py",
                ["tests/distillation/test_distillation_losses.py", "tests/distillation/test_distillation_values.py"]),
     "trainer": ("pipeline/distillation/trainer.py",
-                ["tests/distillation/test_distillation_trainer.py", "tests/distillation/test_distillation_gradients.py"]),
+                ["tests/distillation/test_distillation_trainer.py", "tests/distillation/test_distillation_gradients.py",
+                 "tests/distillation/test_teacher_offload.py", "tests/distillation/test_trainer_mutants.py"]),
     "selection": ("pipeline/distillation/selection.py", ["tests/distillation/test_selection.py"]),
     "stage_pairing": ("pipeline/distillation/stage_pairing.py", ["tests/distillation/test_stage_pairing.py"]),
     "target_cache": ("pipeline/distillation/target_cache.py", ["tests/distillation/test_target_cache.py"]),
@@ -37,9 +38,11 @@ MODULES = {
                  ["tests/evaluation/test_protocol.py", "tests/evaluation/test_evaluation_metrics.py",
                   "tests/evaluation/test_protocol_mutants.py"]),
     "counterfactual": ("pipeline/evaluation/counterfactual.py",
-                       ["tests/evaluation/test_counterfactual.py", "tests/evaluation/test_layers.py"]),
+                       ["tests/evaluation/test_counterfactual.py", "tests/evaluation/test_layers.py",
+                        "tests/evaluation/test_counterfactual_mutants.py"]),
     "injection": ("pipeline/transforms/injection.py",
-                  ["tests/transforms/test_shortcut_injection.py", "tests/transforms/test_prebiased_injection.py"]),
+                  ["tests/transforms/test_shortcut_injection.py", "tests/transforms/test_prebiased_injection.py",
+                   "tests/transforms/test_injection_mutants.py"]),
 }  # fmt: skip
 LINKED = ("pipeline", "tests", "bundles", "data_prep")
 KILLED = {1, 3, 24, -24, 36, 152, 255}  # test failure, pytest internal error, timeouts (as mutmut scores them)

@@ -158,7 +158,8 @@ def collect_layer_features(
             for key in targets:
                 values[key].append(_batch_vector(_batch_value(batch, key, where), key, size, where))
             if id_key is None:
-                ids.extend(str(len(ids) + i) for i in range(size))
+                first = len(ids)  # read once: len(ids) grows while extending
+                ids.extend(str(first + i) for i in range(size))
             else:
                 raw = _batch_value(batch, id_key, where)
                 raw = raw.detach().cpu().reshape(-1).tolist() if isinstance(raw, torch.Tensor) else list(raw)
