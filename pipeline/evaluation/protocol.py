@@ -340,9 +340,13 @@ def counterfactual_delta_tpr(metrics: Mapping[str, Mapping]) -> float | None:
 
 
 def gap_closed(erm_auc: float, reference_auc: float, auc: float) -> float | None:
-    """Share of ERM's bias-inverted AUC gap to the reference that a model closes (None without a gap)."""
+    """Share of ERM's bias-inverted AUC gap to the reference that a model closes.
+
+    None unless the reference is above ERM: a reference at or below ERM (one that did not learn the
+    task, say) leaves no gap to close, and the ratio's sign would turn a better model negative.
+    """
     gap = reference_auc - erm_auc
-    return (auc - erm_auc) / gap if gap else None
+    return (auc - erm_auc) / gap if gap > 0 else None
 
 
 # Honest scoring: a model has "removed" the shortcut only if adding the artifact moves its TPR by at

@@ -68,6 +68,9 @@ def test_read_results_without_an_evaluation_says_so(tmp_path):
 def test_gap_closed_and_acceptance():
     assert protocol.gap_closed(0.2, 0.9, 0.8) == pytest.approx(6 / 7)
     assert protocol.gap_closed(0.5, 0.5, 0.8) is None
+    # a reference below ERM (prebiased3d's, at chance) leaves no gap: not a negative share
+    assert protocol.gap_closed(0.711, 0.584, 0.817) is None
+    assert protocol.gap_closed(0.5, 0.50001, 0.5) == pytest.approx(0.0)
     sets = {"bias_inverted": {"auc": 0.3}, "bias_free": {"auc": 0.8, "tpr_bias0": 0.5},
             "in_distribution": {"delta_tpr": 0.4}, "cf_with": {"tpr_bias1": 0.9}}  # fmt: skip
     reference = {**sets, "bias_inverted": {"auc": 0.9}}
