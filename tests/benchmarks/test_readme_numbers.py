@@ -94,6 +94,10 @@ ARCHITECTURE_CELLS = {
     # gap closed is printed only where the run measures shortcut reliance
     "gap closed": lambda r: _gap(r) if _true(r["measures_shortcut"]) else {"n/a"},
     "cf ΔTPR ERM -> student": _pair("erm_cf_delta_tpr", "distilled_cf_delta_tpr", 2),
+    "bias-free AUC ERM / teacher / student": lambda r: _cell(
+        "{} / {} / {}", *(_rounded(r[f"{m}_bias_free_auc"], 3) for m in ("erm", "teacher", "distilled"))
+    ),
+    "verdict": _text("{verdict}"),
     "measures the shortcut": lambda r: {"yes" if _true(r["measures_shortcut"]) else "no"},
 }
 PREBIASED_CELLS = {
@@ -197,6 +201,8 @@ def test_teacher_seed_tables_are_the_script_s_rendering_of_teacher_seeds_csv():
          "erm_cf_delta_tpr", 0.1851, "cf ΔTPR ERM -> student"),
         ("architecture_runs.csv", ARCHITECTURE_CELLS, "run | network", "run", "resnet18_localized3d", "seconds", 1000,
          "time"),
+        ("architecture_runs.csv", ARCHITECTURE_CELLS, "run | network", "run", "resnet18_localized3d",
+         "teacher_bias_free_auc", 0.7805, "bias-free AUC ERM / teacher / student"),
     ],
 )  # fmt: skip
 def test_a_changed_csv_value_is_reported(csv, cells, first_header, key, run, column, value, cell):
