@@ -97,6 +97,7 @@ ARCHITECTURE_CELLS = {
     "bias-free AUC ERM / teacher / student": lambda r: _cell(
         "{} / {} / {}", *(_rounded(r[f"{m}_bias_free_auc"], 3) for m in ("erm", "teacher", "distilled"))
     ),
+    "student flip rate": _f("distilled_flip_rate", 2),
     "verdict": _text("{verdict}"),
     "measures the shortcut": lambda r: {"yes" if _true(r["measures_shortcut"]) else "no"},
 }
