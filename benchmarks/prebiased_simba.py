@@ -171,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.rescore:
+        if not args.table.is_file() or not (args.output / "experiment" / "report" / "results.csv").is_file():
+            parser.error(f"--rescore rewrites {args.table} from {args.output / 'experiment' / 'report'}: "
+                         "both must exist (run without --rescore first)")  # fmt: skip
         seconds = float(pd.read_csv(args.table)["seconds"].iloc[0])
         rows = table_rows(args.output / "experiment" / "report", seconds, args.threads, args.seed)
         write_text(rows.to_csv(index=False), args.table)

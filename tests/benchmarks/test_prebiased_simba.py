@@ -114,3 +114,14 @@ def test_table_rows_read_the_reports_test_sets(tmp_path):
     )
     assert distilled["seconds"] == 61
     assert distilled["delta_tpr"] == 0.08
+
+
+def test_rescore_without_a_finished_run_names_what_is_missing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        prebiased_simba.main(
+            ["--rescore", "--output", str(tmp_path / "out"), "--table", str(tmp_path / "t.csv")]
+        )
+    assert (
+        f"--rescore rewrites {tmp_path / 't.csv'} from {tmp_path / 'out' / 'experiment' / 'report'}"
+        in capsys.readouterr().err
+    )

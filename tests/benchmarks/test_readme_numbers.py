@@ -98,7 +98,7 @@ ARCHITECTURE_CELLS = {
         "{} / {} / {}", *(_rounded(r[f"{m}_bias_free_auc"], 3) for m in ("erm", "teacher", "distilled"))
     ),
     "student flip rate": _f("distilled_flip_rate", 2),
-    "verdict": _text("{verdict}"),
+    "verdict: teacher / student": _text("{teacher_verdict} / {verdict}"),
     "measures the shortcut": lambda r: {"yes" if _true(r["measures_shortcut"]) else "no"},
 }
 PREBIASED_CELLS = {

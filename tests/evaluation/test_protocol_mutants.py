@@ -11,14 +11,8 @@ import pytest
 from pipeline.evaluation import metrics, protocol
 from pipeline.evaluation.metrics import UndefinedMetricWarning
 from pipeline.evaluation.prediction_file import load_predictions
+from tests.evaluation.test_protocol import HAND  # 8 predictions by hand: label x bias groups of two
 
-# 8 predictions by hand (as in test_protocol): label x bias groups of two, class 1 at prob >= 0.5
-HAND = pd.DataFrame({
-    "id": [f"h{i}" for i in range(8)],
-    "label": [0, 0, 0, 0, 1, 1, 1, 1],
-    "bias": [0, 0, 1, 1, 0, 0, 1, 1],
-    "prob": [0.1, 0.6, 0.7, 0.8, 0.4, 0.3, 0.9, 0.55],
-})  # fmt: skip
 # the same ids, h2, h3 and h7 change class at 0.5; only h7 at 0.15
 FLIPPED = HAND.assign(prob=[0.1, 0.6, 0.2, 0.2, 0.4, 0.3, 0.9, 0.1])
 
