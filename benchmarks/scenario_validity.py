@@ -59,6 +59,27 @@ def load_candidates(path: str | Path) -> dict[str, dict]:
     return content
 
 
+NETWORK_KEYS = ("network_name", "network_options", "spatial_dims", "in_channels", "image_size")
+"""Settings of a trained model's network, read back from its ``models/run_settings.json``."""
+
+
+def trained_network_settings(model_dir: Path) -> dict[str, Any]:
+    """The network settings ``model_dir`` (a method folder) was trained with, so that its weights are
+    scored in the network they belong to (an experiment of another network than the scenario's own);
+    empty when the folder records none.
+
+    Raises:
+        ValueError: ``models/run_settings.json`` is not a JSON object.
+    """
+    path = model_dir / "models" / "run_settings.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings, got {type(saved).__name__}")
+    return {key: saved[key] for key in NETWORK_KEYS if key in saved}
+
+
 def evaluate_reference(
     experiment: Path, scenario: str, settings: Mapping[str, Any], out_dir: Path, method: str = "reference"
 ) -> dict[str, dict]:
@@ -73,6 +94,7 @@ def evaluate_reference(
             "bundle_name": method,
             "evaluate_dir": str(out_dir),
             "progress_bar": False,
+            **trained_network_settings(experiment / scenario / method),
             **settings,
         },
         log_config=False,

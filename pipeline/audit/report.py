@@ -67,37 +67,56 @@ def _number(value, digits: int = 2) -> str:
 
 def candidate_table(entries: Sequence[Mapping], rows: int = TABLE_ROWS) -> str:
     lines = [
-        "| # | candidate | kind | region | flip rate (95% CI) | n | ΔTPR | ΔFPR | mean prob. shift | excess over the same mark elsewhere |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| # | candidate | kind | region | flip rate (95% CI) | n | ΔTPR | ΔFPR | mean prob. shift | RMS change | excess over the same mark elsewhere |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for rank, e in enumerate(entries[:rows], 1):
         low, high = e["flip_rate_ci"]
         lines.append(
             f"| {rank} | `{e['name']}` | {e['kind']} | {e['region']} | {e['flip_rate']:.3f} ({low:.2f}-{high:.2f}) "
             f"| {e['n']} | {_number(e['delta_tpr'])} | {_number(e['delta_fpr'])} | {_number(e['mean_prob_shift'], 3)} "
-            f"| {_number(e.get('region_excess'), 3)} |"
+            f"| {_number(e.get('change_rms'), 3)} | {_number(e.get('region_excess'), 3)} |"
         )
     return "\n".join(lines)
 
 
+def smallest_sufficient(entries: Sequence[Mapping]) -> Mapping | None:
+    """The suspect: among the candidates that flip as many predictions as the strongest (the upper
+    end of their 95% CI reaches its flip rate), the one that changes the images least
+    (``change_rms``). Many strong changes saturate a model alike; the smallest change that moves it
+    as much as any is the most specific account of what it reads. None without entries."""
+    if not entries:
+        return None
+    top = entries[0]
+    tied = [e for e in entries if e["flip_rate_ci"][1] >= top["flip_rate"] and e.get("change_rms") is not None]
+    return min(tied, key=lambda e: (e["change_rms"], -e["flip_rate"], e["name"])) if tied else top
+
+
 def verdict(entries: Sequence[Mapping], threshold: float) -> dict:
-    """Which candidates move the model beyond ``threshold`` (flip rate), and the sentence that says so."""
+    """Which candidates move the model beyond ``threshold`` (flip rate), the suspect
+    (:func:`smallest_sufficient`), and the sentence that says so."""
     over = [e["name"] for e in entries if e["flip_rate"] > threshold]
     if not entries:
-        return {"threshold": threshold, "flagged": [], "text": "No candidates were scanned."}
-    top = entries[0]
+        return {"threshold": threshold, "flagged": [], "suspect": None, "text": "No candidates were scanned."}
+    top, suspect = entries[0], smallest_sufficient(entries)
     if over:
         text = (
             f"**Suspected shortcut**: {len(over)} candidate(s) flip more than {threshold:.2f} of the predictions. "
             f"The strongest is `{top['name']}` ({top['kind']}, region {top['region']}): it flips "
             f"{top['flip_rate']:.1%} of the predictions."
         )
+        if suspect is not top:
+            text += (
+                f" The smallest change that flips as many (within the 95% CI) is `{suspect['name']}` "
+                f"({suspect['kind']}, region {suspect['region']}, {suspect['flip_rate']:.1%}, RMS change "
+                f"{suspect['change_rms']:.3f} against {top['change_rms']:.3f})."
+            )
     else:
         text = (
             f"**No candidate moves the model beyond the threshold**: the largest flip rate is {top['flip_rate']:.1%} "
             f"(`{top['name']}`), at most {threshold:.2f}."
         )
-    return {"threshold": threshold, "flagged": over, "text": text}
+    return {"threshold": threshold, "flagged": over, "suspect": suspect["name"], "text": text}
 
 
 def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:

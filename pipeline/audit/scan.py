@@ -124,6 +124,13 @@ def pair_effect(
     }
 
 
+def change_rms(originals: torch.Tensor, changed: torch.Tensor) -> float:
+    """How much a candidate changes the images: the root-mean-square pixel change of each image
+    (in the preprocessed intensities the network reads), averaged over the images."""
+    difference = (changed.float() - originals.float()).flatten(1)
+    return float(difference.pow(2).mean(dim=1).sqrt().mean())
+
+
 def scan(
     network: nn.Module,
     data: AuditImages,
@@ -142,8 +149,8 @@ def scan(
     again on every image. Each entry records ``n`` (its pairs) and the flip rate's 95% CI.
 
     Returns:
-        (entries: :func:`pipeline.audit.candidates.describe` + :func:`pair_effect` + ``n`` per
-        candidate, the class-1 probabilities of every image without any artifact).
+        (entries: :func:`pipeline.audit.candidates.describe` + :func:`pair_effect` + ``n`` and
+        :func:`change_rms` per candidate, the class-1 probabilities of every image without any artifact).
     """
     without = predict(network, data.images, finishing, batch_size)
     everything = np.arange(len(data.ids))
@@ -151,12 +158,14 @@ def scan(
 
     def measure(candidate: Candidate, index: np.ndarray) -> dict:
         ids = [data.ids[i] for i in index]
-        images = add_artifact(data.images[torch.as_tensor(index)], ids, candidate.artifact, seed)
+        originals = data.images[torch.as_tensor(index)]
+        images = add_artifact(originals, ids, candidate.artifact, seed)
         with_artifact = predict(network, images, finishing, batch_size)
         return {
             **describe(candidate),
             "n": len(index),
             **pair_effect(ids, data.labels[index], without[index], with_artifact),
+            "change_rms": change_rms(originals, images),
         }
 
     entries = [

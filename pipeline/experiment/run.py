@@ -219,8 +219,8 @@ def _plain(value):
 
 
 def _progress(message: str, started: float) -> None:
-    elapsed = time.monotonic() - started
-    print(f"[experiment {elapsed // 60:02.0f}:{elapsed % 60:02.0f}] {message}", flush=True)
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    print(f"[experiment {minutes:02d}:{seconds:02d}] {message}", flush=True)
 
 
 @contextmanager

@@ -51,7 +51,11 @@ def test_the_scan_ranks_the_patch_in_its_corner_first_and_writes_the_report(shor
     assert (top["kind"], top["region"], top["family"]) == ("localized", "top_left", "patch")
     assert top["params"]["intensity"] == 1.0
     assert top["flip_rate"] > 0.3 and top["delta_tpr"] is not None
-    assert {"name", "kind", "region", "params", "flip_rate", "delta_tpr", "mean_prob_shift"} <= set(top)
+    assert {"name", "kind", "region", "params", "flip_rate", "delta_tpr", "mean_prob_shift", "change_rms"} <= set(top)
+    # how much each candidate changes the images: a bigger mark or stronger noise, a bigger change
+    change = {c["name"]: c["change_rms"] for c in candidates}
+    assert 0 < change["patch_4px_bright@top_left"] < change["patch_8px_bright@top_left"]
+    assert 0 < change["noise_std0.01"] < change["noise_std0.03"] < change["noise_std0.1"]
     # the patch far from the corner moves the model much less
     far = next(c for c in candidates if c["name"] == top["name"].replace("top_left", "bottom_right"))
     assert far["flip_rate"] < top["flip_rate"] - 0.2
@@ -162,6 +166,44 @@ def test_the_cli_writes_a_ranked_json(shortcut, tmp_path):
     assert (
         len(names) == 54 and names[0].startswith("patch_") and np.all([n.startswith("patch") for n in names])
     )
+
+
+def test_change_rms_is_the_mean_over_images_of_each_images_rms_change():
+    from pipeline.audit.scan import change_rms
+
+    originals = torch.zeros(2, 1, 4, 4)
+    changed = originals.clone()
+    changed[0, 0, 0, :] = 1.0  # 4 of 16 pixels by 1: RMS 0.5
+    changed[1] = 0.25  # every pixel by 0.25: RMS 0.25
+    assert change_rms(originals, changed) == pytest.approx(0.375)
+    assert change_rms(originals, originals) == 0.0
+
+
+def _entry(name, rate, ci, change, kind="diffuse", region="global"):
+    return {"name": name, "kind": kind, "region": region, "flip_rate": rate, "flip_rate_ci": list(ci),
+            "change_rms": change}  # fmt: skip
+
+
+def test_the_suspect_is_the_smallest_change_that_flips_as_many_as_the_strongest():
+    from pipeline.audit.report import smallest_sufficient, verdict
+
+    entries = [
+        _entry("gamma_0.7", 0.875, (0.85, 0.90), 0.10),
+        _entry("patch@top_left", 0.86, (0.80, 0.88), 0.07, "localized", "top_left"),  # tied: CI reaches 0.875
+        _entry("noise_0.01", 0.84, (0.81, 0.87), 0.01),  # smaller still, but its CI stays below 0.875
+        _entry("blur_0.5", 0.30, (0.25, 0.35), 0.005),
+    ]
+    assert smallest_sufficient(entries)["name"] == "patch@top_left"
+    said = verdict(entries, threshold=0.2)
+    assert said["suspect"] == "patch@top_left" and said["flagged"] == ["gamma_0.7", "patch@top_left", "noise_0.01", "blur_0.5"]
+    assert "`gamma_0.7`" in said["text"] and "smallest change that flips as many" in said["text"]
+    assert "`patch@top_left` (localized, region top_left, 86.0%, RMS change 0.070 against 0.100)" in said["text"]
+    # the strongest is also the smallest of its ties: named once
+    alone = verdict([_entry("noise_0.03", 0.75, (0.7, 0.8), 0.03), _entry("gamma_0.7", 0.74, (0.7, 0.8), 0.1)], 0.2)
+    assert alone["suspect"] == "noise_0.03" and "smallest change" not in alone["text"]
+    assert verdict([], 0.2)["suspect"] is None and smallest_sufficient([]) is None
+    quiet = verdict([_entry("noise_0.03", 0.1, (0.05, 0.15), 0.03)], 0.2)
+    assert quiet["flagged"] == [] and "No candidate moves the model" in quiet["text"]
 
 
 def test_region_excess_is_the_flip_rate_above_the_same_marks_median_over_regions():

@@ -1,6 +1,7 @@
 """The scenario scripts' pieces: candidate files, resumable tables, run configs, the results page."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -178,3 +179,32 @@ def test_older_rows_are_rescored_from_the_page_headlines_and_newer_rows_kept(tmp
     assert (a["erm_bias_free_auc"], a["distilled_bias_free_auc"], a["distilled_flip_rate"]) == (0.88, 0.875, 0.14)
     assert a["verdict"] == "kept" and a["teacher_verdict"] == "over-corrected"
     assert b["verdict"] == "removed" and b["erm_bias_free_auc"] == 0.9  # measured with the columns: untouched
+
+
+def test_validity_scores_a_model_in_the_network_it_was_trained_with(tmp_path, monkeypatch):
+    """A ResNet-18 reference is evaluated as a ResNet-18 (its run_settings.json), not the scenario's small_cnn;
+    the candidate's own settings still win."""
+    models = tmp_path / "localized2d" / "reference" / "models"
+    models.mkdir(parents=True)
+    (models / "run_settings.json").write_text(json.dumps({
+        "network_name": "resnet18", "network_options": {"conv1_t_stride": 2}, "spatial_dims": 2,
+        "artifact": {"_target_": "PatchArtifact"}, "learning_rate": 0.1,
+    }))  # fmt: skip
+    seen = {}
+
+    def fake_run_bundle(bundle, workflow, scenario, settings, log_config):
+        seen.update(settings)
+        (Path(settings["evaluate_dir"]) / "metrics.json").write_text(json.dumps({"bias_free": {"auc": 0.9}}))
+
+    monkeypatch.setattr(scenario_validity, "run_bundle", fake_run_bundle)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = scenario_validity.evaluate_reference(tmp_path, "localized2d", {"artifact": {"std": 0.02}}, out)
+    assert metrics == {"bias_free": {"auc": 0.9}}
+    assert seen["network_name"] == "resnet18" and seen["network_options"] == {"conv1_t_stride": 2}
+    assert seen["spatial_dims"] == 2
+    assert seen["artifact"] == {"std": 0.02} and "learning_rate" not in seen
+    assert scenario_validity.trained_network_settings(tmp_path / "missing") == {}
+    (models / "run_settings.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="run_settings.json: expected a JSON object"):
+        scenario_validity.trained_network_settings(tmp_path / "localized2d" / "reference")

@@ -146,3 +146,12 @@ def test_a_single_bundle_run_still_prints_monai_logging(tiny_datalist_2d, tmp_pa
     assert "Iter: 1/" in done.stdout and "Metrics -- val_auc" in done.stdout  # MONAI's StatsHandler lines
     assert "baseline: epoch 1/1" not in done.stdout  # the experiment's progress line is off
     assert not (tmp_path / "baseline" / "log.txt").exists()
+
+
+@pytest.mark.parametrize("elapsed, clock", [(239.6, "03:59"), (59.99, "00:59"), (60.0, "01:00"), (3725.2, "62:05")])
+def test_experiment_clock_never_shows_sixty_seconds(monkeypatch, capsys, elapsed, clock):
+    from pipeline.experiment import run
+
+    monkeypatch.setattr(run.time, "monotonic", lambda: 1000.0 + elapsed)
+    run._progress("report", started=1000.0)
+    assert capsys.readouterr().out == f"[experiment {clock}] report\n"

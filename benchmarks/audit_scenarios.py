@@ -1,0 +1,311 @@
+"""The audit measured on the four scenarios' models (docs/audit.md, "Measured").
+
+Two tables, each written row by row (``--resume`` skips rows already there):
+
+- ``scan``: ``python -m pipeline.audit --scan --artifact <scenario file>`` on each model (ERM, the
+  bias-free reference, the distilled student) of the experiments that
+  ``benchmarks/configs/audit_models.yaml`` trains: the top candidate and the verdict's suspect
+  (the smallest change that flips as many), whether their kind and region are the artifact's (and its family), how many candidates flip the model beyond 0.15, and the suspected artifact's
+  flip rate and counterfactual ΔTPR beside the experiment's own.
+- ``strengths``: flip rates of a weak-to-strong ladder of generic changes (noise, contrast, gamma,
+  blur, bias field; bright patches of 1/32 to 1/4 of the side at each cell) on the same models:
+  whether candidates weak enough to spare the reference still find the shortcut.
+
+The scan never sees :data:`TRUTH`: it only scores the scan's answer.
+
+    python -m benchmarks.scenario_runs --runs benchmarks/configs/audit_models.yaml \\
+        --output runs/audit_models --table runs/audit_models.csv --resume
+    python -m benchmarks.audit_scenarios scan --resume
+    python -m benchmarks.audit_scenarios strengths --resume
+    python -m benchmarks.audit_scenarios scan --markdown   # the tables of docs/audit.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.atomic import atomic_path
+from pipeline.audit.__main__ import read_artifact
+from pipeline.audit.candidates import REGIONS, Candidate, region_start
+from pipeline.audit.data import load_images
+from pipeline.audit.model import load_audit_model
+from pipeline.audit.run import run_audit
+from pipeline.audit.scan import add_artifact, pair_effect, predict
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = REPO / "bundles" / "common" / "configs" / "scenarios"
+METHODS = ("erm", "reference", "distilled")
+ACCUSED = 0.15
+"""The issue's bar: a model without a shortcut flips at most this much on every candidate."""
+
+TRUTH = {
+    "localized2d": {"kind": "localized", "family": "patch", "region": "top_left"},
+    "diffuse2d": {"kind": "diffuse", "family": "noise", "region": "global"},
+    # the deformation's centre (8, 16) of 32 x 32 in-plane lies in the top row, middle column
+    "localized3d": {"kind": "localized", "family": "deformation", "region": "top"},
+    "diffuse3d": {"kind": "diffuse", "family": "noise", "region": "global"},
+}
+"""Each scenario's artifact as the scan should name it (for scoring only)."""
+
+LADDER = {
+    "noise": ("GaussianNoiseArtifact", "std", (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)),
+    "contrast": ("ContrastArtifact", "factor", (0.8, 0.9, 0.95, 1.05, 1.1, 1.25)),
+    "gamma": ("GammaArtifact", "gamma", (0.7, 0.9, 0.95, 1.05, 1.1, 1.5)),
+    "blur": ("BlurArtifact", "sigma", (0.3, 0.5, 0.75, 1.0, 1.5)),
+}
+BIAS_FIELD_LADDER = (0.05, 0.1, 0.2, 0.5)
+PATCH_LADDER = (1 / 32, 3 / 64, 1 / 16, 3 / 32, 1 / 8, 1 / 4)
+"""Bright patch sides as fractions of the smaller in-plane side (2, 3, 4, 6, 8, 16 pixels at 64)."""
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores"
+
+
+def experiment_counterfactual(models: Path, scenario: str, method: str) -> dict[str, float]:
+    """The experiment's own counterfactual flip rate and ΔTPR of ``method`` (its report's results.csv)."""
+    table = pd.read_csv(models / scenario / "report" / "results.csv")
+    rows = table[(table.scenario == scenario) & (table.method == method)].set_index("test_set")
+    return {
+        "experiment_flip_rate": float(rows.loc["cf_with", "flip_rate"]),
+        "experiment_cf_delta_tpr": float(rows.loc["cf_with", "tpr"] - rows.loc["cf_without", "tpr"]),
+    }
+
+
+def matches(entry: Mapping[str, Any], truth: Mapping[str, str]) -> bool:
+    """The candidate names the artifact: its kind, region and family (a diffuse candidate's region is
+    always ``global``, so its family is what tells noise from a contrast change)."""
+    return all(entry[key] == truth[key] for key in ("kind", "region", "family"))
+
+
+def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
+    """An audit's answer (its ``audit.json``) scored against the scenario's artifact (:data:`TRUTH`)."""
+    truth = TRUTH[scenario]
+    entries = audit["candidates"]
+    top = entries[0]
+    suspect = next(e for e in entries if e["name"] == audit["verdict"]["suspect"])
+    rank, best_true = next(((i, e) for i, e in enumerate(entries, 1) if matches(e, truth)), (None, None))
+    suspected = audit["suspected"]
+    return {
+        "n_images": audit["data"]["n"], "n_candidates": len(entries),
+        "top_name": top["name"], "top_kind": top["kind"], "top_family": top["family"], "top_region": top["region"],
+        "top_flip_rate": top["flip_rate"], "top_is_artifact": matches(top, truth),
+        "suspect_name": suspect["name"], "suspect_kind": suspect["kind"], "suspect_family": suspect["family"],
+        "suspect_region": suspect["region"], "suspect_flip_rate": suspect["flip_rate"],
+        "suspect_change_rms": suspect["change_rms"], "top_change_rms": top["change_rms"],
+        "suspect_is_artifact": matches(suspect, truth),
+        "true_kind": truth["kind"], "true_family": truth["family"], "true_region": truth["region"],
+        "best_true_name": None if best_true is None else best_true["name"], "best_true_rank": rank,
+        "best_true_flip_rate": None if best_true is None else best_true["flip_rate"],
+        "n_over_accused": sum(e["flip_rate"] > ACCUSED for e in entries),
+        "suspected_flip_rate": suspected["flip_rate"], "suspected_cf_delta_tpr": suspected["delta_tpr"],
+    }  # fmt: skip
+
+
+def scan_row(models: Path, out: Path, scenario: str, method: str, max_images: int) -> dict[str, Any]:
+    """Audit one model (scan + the scenario's own artifact) and score its answer."""
+    started = time.monotonic()
+    audit = run_audit(None, out / f"{scenario}_{method}", max_images=max_images,
+                      artifact=read_artifact(str(SCENARIOS / f"{scenario}.yaml")), progress=False,
+                      model_dir=models / scenario / scenario / method)  # fmt: skip
+    seconds = time.monotonic() - started
+    return {
+        "scenario": scenario, "method": method, "seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(), "machine": machine(), "seed": 0,
+        **score(audit, scenario), **experiment_counterfactual(models, scenario, method),
+    }  # fmt: skip
+
+
+def rescore(table: Path, out: Path) -> None:
+    """Score every row of the ``scan`` table again from its saved ``audit.json`` (no model runs)."""
+    rows = pd.read_csv(table).to_dict("records")
+    for row in rows:
+        path = out / f"{row['scenario']}_{row['method']}" / "audit.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the audit of this row is not there to rescore")
+        row.update(score(json.loads(path.read_text()), row["scenario"]))
+    with atomic_path(table) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
+
+
+def ladder(spatial_shape: Sequence[int]) -> list[Candidate]:
+    """The weak-to-strong ladder for images of ``spatial_shape``."""
+    shape = [int(s) for s in spatial_shape]
+    out = [
+        Candidate(f"{family}_{value:g}", "diffuse", family, "global", {key: value}, {"_target_": target, key: value})
+        for family, (target, key, values) in LADDER.items()
+        for value in values
+    ]
+    out += [
+        Candidate(f"bias_field_{c:g}", "diffuse", "bias_field", "global", {"coeff_range": [0.0, c]},
+                  {"_target_": "BiasFieldArtifact", "coeff_range": [0.0, c]})
+        for c in BIAS_FIELD_LADDER
+    ]  # fmt: skip
+    side = min(shape[:2])
+    for pixels in sorted({max(1, round(f * side)) for f in PATCH_LADDER}):
+        box = [pixels, pixels] + ([min(pixels, shape[2])] if len(shape) == 3 else [])
+        out += [
+            Candidate(f"patch_{pixels}px_bright@{region}", "localized", "patch", region, {"size_px": pixels},
+                      {"_target_": "PatchArtifact", "size": box, "position": region_start(region, box, shape),
+                       "intensity": 1.0})
+            for region in REGIONS
+        ]  # fmt: skip
+    return out
+
+
+def strength_rows(models: Path, scenario: str, method: str, max_images: int) -> list[dict[str, Any]]:
+    """Flip rate and mean probability shift of every ladder step on one model."""
+    model = load_audit_model(None, model_dir=models / scenario / scenario / method)
+    data = load_images(model, model.datalist, "test", max_images, 0, progress=False)
+    without = predict(model.network, data.images, model.finishing)
+    rows = []
+    for candidate in ladder(data.images.shape[2:]):
+        images = add_artifact(data.images, data.ids, candidate.artifact, model.injection_seed)
+        effect = pair_effect(data.ids, data.labels, without, predict(model.network, images, model.finishing))
+        rows.append({
+            "scenario": scenario, "method": method, "candidate": candidate.name, "family": candidate.family,
+            "region": candidate.region, "strength": next(iter(candidate.params.values())), "n": len(data.ids),
+            "flip_rate": effect["flip_rate"], "mean_prob_shift": effect["mean_prob_shift"],
+            "threads": torch.get_num_threads(), "machine": machine(), "seed": 0,
+        })  # fmt: skip
+    return rows
+
+
+def _flip(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def scan_markdown(table: pd.DataFrame) -> str:
+    """The scan table of docs/audit.md, rendered from the ``scan`` CSV."""
+    lines = [
+        "| scenario | model | top by flip rate | suspect (RMS change) | names the artifact: top / suspect "
+        "| best candidate of the artifact's kind, region and family: rank, flip rate | candidates above 0.15 "
+        "| `--artifact`: flip rate, cf ΔTPR | experiment: flip rate, cf ΔTPR | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    yes = {True: "yes", False: "no"}
+    for r in table.to_dict("records"):
+        best = "none" if pd.isna(r["best_true_name"]) else (
+            f"`{r['best_true_name']}`, {int(r['best_true_rank'])}, {_flip(r['best_true_flip_rate'])}"
+        )
+        lines.append(
+            f"| {r['scenario']} | {r['method']} | `{r['top_name']}` {_flip(r['top_flip_rate'])} "
+            f"| `{r['suspect_name']}` {_flip(r['suspect_flip_rate'])} ({r['suspect_change_rms']:.3f}) "
+            f"| {yes[bool(r['top_is_artifact'])]} / {yes[bool(r['suspect_is_artifact'])]} | {best} "
+            f"| {int(r['n_over_accused'])} of {int(r['n_candidates'])} "
+            f"| {_flip(r['suspected_flip_rate'])}, {r['suspected_cf_delta_tpr']:.3f} "
+            f"| {_flip(r['experiment_flip_rate'])}, {r['experiment_cf_delta_tpr']:.3f} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def weakest_moving(rows: pd.DataFrame, threshold: float = ACCUSED) -> str:
+    """The weakest step of one family that flips more than ``threshold`` ("0.05 (0.480)"), weakest
+    meaning nearest to no change (a factor's distance from 1 on a log scale); "none (largest x)"."""
+    moving = rows[rows.flip_rate > threshold]
+    if moving.empty:
+        return f"none ({_flip(rows.flip_rate.max())})"
+    family = rows.family.iloc[0]
+    if family == "patch":
+        size = moving.strength.min()
+        first = moving[moving.strength == size].sort_values("flip_rate", ascending=False).iloc[0]
+        return f"{int(size)} px @{first.region} ({_flip(first.flip_rate)})"
+    distance = moving.strength.map(lambda v: abs(np.log(v)) if family in ("contrast", "gamma") else v)
+    first = moving.loc[distance.idxmin()]
+    return f"{first.strength:g} ({_flip(first.flip_rate)})"
+
+
+STRENGTH_COLUMNS = ("noise", "contrast", "gamma", "blur", "bias_field", "patch")
+
+
+def strengths_markdown(table: pd.DataFrame) -> str:
+    """The ladder table of docs/audit.md: per model, the weakest step of each family that flips
+    more than 0.15 of its predictions."""
+    table = table.copy()
+    table["strength"] = pd.to_numeric(table.strength, errors="coerce")
+    lines = [
+        "| scenario | model | " + " | ".join(c.replace("_", " ") for c in STRENGTH_COLUMNS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in STRENGTH_COLUMNS) + " |",
+    ]
+    for (scenario, method), rows in table.groupby(["scenario", "method"], sort=False):
+        cells = [weakest_moving(rows[rows.family == family]) for family in STRENGTH_COLUMNS]
+        lines.append(f"| {scenario} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def append_rows(table: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append one model's ``rows`` to the CSV ``table`` at once (temporary file, then renamed)."""
+    old = [pd.read_csv(table)] if table.is_file() else []
+    with atomic_path(table) as tmp:
+        pd.concat(old + [pd.DataFrame(list(rows))], ignore_index=True).to_csv(tmp, index=False, float_format="%.4f")
+
+
+def done(table: Path, keys: Sequence[str]) -> set[tuple]:
+    if not table.is_file():
+        return set()
+    rows = pd.read_csv(table)
+    return set(map(tuple, rows[list(keys)].astype(str).to_numpy()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.audit_scenarios", description=__doc__.split("\n\n")[0])
+    parser.add_argument("table_kind", choices=("scan", "strengths"))
+    parser.add_argument("--models", default="runs/audit_models", help="output of benchmarks/configs/audit_models.yaml")
+    parser.add_argument("--out", default="runs/audit", help="one audit folder per model (scan)")
+    parser.add_argument("--table", help="CSV (default benchmarks/results/audit_<kind>.csv)")
+    parser.add_argument("--scenarios", nargs="+", default=list(TRUTH))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--max-images", type=int, help="test images per model (default: scan 1000, strengths 200)")
+    parser.add_argument("--resume", action="store_true", help="skip (scenario, method) pairs already in the table")
+    parser.add_argument("--rescore", action="store_true", help="scan: score the table's rows again from their audit.json")
+    parser.add_argument("--markdown", action="store_true", help="print the table's markdown (docs/audit.md) and exit")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.scenarios) - set(TRUTH))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {list(TRUTH)}")
+    models = Path(args.models)
+    table = Path(args.table or f"benchmarks/results/audit_{args.table_kind}.csv")
+    if args.rescore:
+        if args.table_kind != "scan" or not table.is_file():
+            parser.error("--rescore needs the scan table and its audits (run `scan` first)")
+        rescore(table, Path(args.out))
+        return 0
+    if args.markdown:
+        if not table.is_file():
+            parser.error(f"no table {table}: run `{args.table_kind}` first")
+        render = scan_markdown if args.table_kind == "scan" else strengths_markdown
+        print(render(pd.read_csv(table)))
+        return 0
+    finished = done(table, ("scenario", "method")) if args.resume else set()
+    if not args.resume and table.is_file():
+        table.unlink()
+    for scenario in args.scenarios:
+        for method in args.methods:
+            if (scenario, method) in finished:
+                continue
+            if not (models / scenario / scenario / method / "models" / "model.pt").is_file():
+                parser.error(f"no trained {method} of {scenario} under {models}: run audit_models.yaml first")
+            torch.manual_seed(0)
+            np.random.seed(0)
+            if args.table_kind == "scan":
+                rows = [scan_row(models, Path(args.out), scenario, method, args.max_images or 1000)]
+            else:
+                rows = strength_rows(models, scenario, method, args.max_images or 200)
+            append_rows(table, rows)
+            print(f"{scenario} {method}: {len(rows)} row(s) -> {table}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

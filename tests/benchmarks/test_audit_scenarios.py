@@ -1,0 +1,149 @@
+"""The audit benchmark's scoring: the experiment's own counterfactual numbers, the truth check, the ladder."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from benchmarks import audit_scenarios
+from pipeline.audit.candidates import REGIONS
+from pipeline.transforms import build_artifact
+
+
+def test_experiment_counterfactual_reads_the_method_rows_of_the_report(tmp_path):
+    report = tmp_path / "localized2d" / "report"
+    report.mkdir(parents=True)
+    pd.DataFrame([
+        {"scenario": "localized2d", "method": "erm", "test_set": "cf_with", "flip_rate": 0.837, "tpr": 0.996},
+        {"scenario": "localized2d", "method": "erm", "test_set": "cf_without", "flip_rate": 0.837, "tpr": 0.242},
+        {"scenario": "localized2d", "method": "reference", "test_set": "cf_with", "flip_rate": 0.113, "tpr": 0.962},
+        {"scenario": "localized2d", "method": "reference", "test_set": "cf_without", "flip_rate": 0.113, "tpr": 0.886},
+    ]).to_csv(report / "results.csv", index=False)  # fmt: skip
+    erm = audit_scenarios.experiment_counterfactual(tmp_path, "localized2d", "erm")
+    assert erm["experiment_flip_rate"] == pytest.approx(0.837)
+    assert erm["experiment_cf_delta_tpr"] == pytest.approx(0.754)
+    reference = audit_scenarios.experiment_counterfactual(tmp_path, "localized2d", "reference")
+    assert reference["experiment_cf_delta_tpr"] == pytest.approx(0.076)
+
+
+def test_a_candidate_names_the_artifact_only_with_its_kind_region_and_family():
+    truth = audit_scenarios.TRUTH["localized2d"]
+    patch = {"kind": "localized", "region": "top_left", "family": "patch"}
+    assert audit_scenarios.matches(patch, truth)
+    assert not audit_scenarios.matches({**patch, "region": "top"}, truth)
+    assert not audit_scenarios.matches({**patch, "family": "text"}, truth)
+    assert not audit_scenarios.matches({"kind": "diffuse", "region": "global", "family": "patch"}, truth)
+    noise = {"kind": "diffuse", "region": "global", "family": "noise"}
+    assert audit_scenarios.matches(noise, audit_scenarios.TRUTH["diffuse3d"])
+    assert not audit_scenarios.matches({**noise, "family": "blur"}, audit_scenarios.TRUTH["diffuse3d"])
+
+
+@pytest.mark.parametrize("shape, sizes", [((64, 64), [2, 3, 4, 6, 8, 16]), ((32, 32, 32), [1, 2, 3, 4, 8])])
+def test_the_ladder_is_generic_and_builds(shape, sizes):
+    ladder = audit_scenarios.ladder(shape)
+    patches = [c for c in ladder if c.family == "patch"]
+    assert sorted({c.params["size_px"] for c in patches}) == sizes
+    assert {c.region for c in patches} == set(REGIONS)
+    assert len({c.name for c in ladder}) == len(ladder)
+    for candidate in ladder:
+        build_artifact(dict(candidate.artifact))
+    noise = [c.params["std"] for c in ladder if c.family == "noise"]
+    assert noise == sorted(noise) and noise[0] < 0.02 < noise[-1]  # weaker and stronger than any scenario's
+
+
+def test_main_refuses_a_missing_model_and_an_unknown_scenario(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        audit_scenarios.main(["scan", "--models", str(tmp_path), "--table", str(tmp_path / "t.csv")])
+    assert "no trained erm of localized2d" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        audit_scenarios.main(["scan", "--scenarios", "elsewhere", "--table", str(tmp_path / "t.csv")])
+    assert "unknown scenarios ['elsewhere']" in capsys.readouterr().err
+
+
+def test_resume_skips_the_models_already_in_the_table(tmp_path, monkeypatch):
+    table = tmp_path / "t.csv"
+    audit_scenarios.append_rows(table, [{"scenario": "localized2d", "method": "erm", "flip_rate": 0.8}])
+    audit_scenarios.append_rows(table, [{"scenario": "localized2d", "method": "reference", "flip_rate": 0.1}] * 2)
+    assert audit_scenarios.done(table, ("scenario", "method")) == {("localized2d", "erm"), ("localized2d", "reference")}
+    measured = []
+    monkeypatch.setattr(audit_scenarios, "strength_rows", lambda models, s, m, n: measured.append((s, m)) or [
+        {"scenario": s, "method": m, "flip_rate": 0.0}
+    ])  # fmt: skip
+    for method in ("erm", "reference", "distilled"):
+        model = tmp_path / "models" / "localized2d" / "localized2d" / method / "models"
+        model.mkdir(parents=True)
+        (model / "model.pt").write_bytes(b"")
+    argv = ["strengths", "--models", str(tmp_path / "models"), "--scenarios", "localized2d", "--table", str(table)]
+    audit_scenarios.main(argv + ["--resume"])
+    assert measured == [("localized2d", "distilled")]
+    assert len(pd.read_csv(table)) == 4
+    audit_scenarios.main(argv)  # without --resume: a new table
+    assert measured[1:] == [("localized2d", m) for m in ("erm", "reference", "distilled")]
+    assert len(pd.read_csv(table)) == 3
+
+
+def _audit(entries, suspect):
+    return {"data": {"n": 1000}, "candidates": entries, "verdict": {"suspect": suspect},
+            "suspected": {"flip_rate": 0.837, "delta_tpr": 0.754}}  # fmt: skip
+
+
+def _candidate(name, kind, family, region, rate, change=0.05):
+    return {"name": name, "kind": kind, "family": family, "region": region, "flip_rate": rate, "change_rms": change}
+
+
+ENTRIES = [
+    _candidate("blur_sigma1.5", "diffuse", "blur", "global", 0.876, 0.08),
+    _candidate("blur_sigma0.5", "diffuse", "blur", "global", 0.861, 0.044),
+    _candidate("patch_8px_bright@top", "localized", "patch", "top", 0.5),
+    _candidate("patch_16px_bright@top_left", "localized", "patch", "top_left", 0.40, 0.17),
+    _candidate("noise_std0.01", "diffuse", "noise", "global", 0.01),
+]
+
+
+def test_score_names_the_top_the_suspect_and_the_artifacts_best_rank():
+    row = audit_scenarios.score(_audit(ENTRIES, "blur_sigma0.5"), "localized2d")
+    assert (row["top_name"], row["top_is_artifact"]) == ("blur_sigma1.5", False)
+    assert (row["suspect_name"], row["suspect_change_rms"], row["suspect_is_artifact"]) == ("blur_sigma0.5", 0.044, False)
+    assert (row["best_true_name"], row["best_true_rank"], row["best_true_flip_rate"]) == ("patch_16px_bright@top_left", 4, 0.40)
+    assert row["n_over_accused"] == 4 and row["n_candidates"] == 5
+    assert (row["suspected_flip_rate"], row["suspected_cf_delta_tpr"]) == (0.837, 0.754)
+    noise = audit_scenarios.score(_audit(ENTRIES, "noise_std0.01"), "diffuse2d")
+    assert noise["suspect_is_artifact"] and noise["best_true_rank"] == 5
+    none = audit_scenarios.score(_audit(ENTRIES, "blur_sigma0.5"), "localized3d")
+    assert none["best_true_name"] is None and none["best_true_rank"] is None
+
+
+def test_rescore_rereads_each_rows_audit_and_markdown_renders_the_table(tmp_path):
+    import json
+
+    table, out = tmp_path / "scan.csv", tmp_path / "audit"
+    (out / "localized2d_erm").mkdir(parents=True)
+    (out / "localized2d_erm" / "audit.json").write_text(json.dumps(_audit(ENTRIES, "blur_sigma0.5")))
+    stale = {**audit_scenarios.score(_audit(ENTRIES[::-1], "noise_std0.01"), "localized2d"),
+             "scenario": "localized2d", "method": "erm", "seconds": 150.0,
+             "experiment_flip_rate": 0.837, "experiment_cf_delta_tpr": 0.754}  # fmt: skip
+    audit_scenarios.append_rows(table, [stale])
+    audit_scenarios.main(["scan", "--rescore", "--table", str(table), "--out", str(out)])
+    row = pd.read_csv(table).iloc[0]
+    assert row["top_name"] == "blur_sigma1.5" and row["suspect_name"] == "blur_sigma0.5" and row["seconds"] == 150
+    text = audit_scenarios.scan_markdown(pd.read_csv(table))
+    assert text.splitlines()[2] == (
+        "| localized2d | erm | `blur_sigma1.5` 0.876 | `blur_sigma0.5` 0.861 (0.044) | no / no "
+        "| `patch_16px_bright@top_left`, 4, 0.400 | 4 of 5 | 0.837, 0.754 | 0.837, 0.754 | 150 |"
+    )
+    (out / "localized2d_erm" / "audit.json").unlink()
+    with pytest.raises(FileNotFoundError, match="localized2d_erm"):
+        audit_scenarios.rescore(table, out)
+
+
+def test_the_strength_table_gives_the_weakest_step_of_each_family_that_moves_the_model():
+    def rows(family, steps, region="global"):
+        return pd.DataFrame([{"family": family, "strength": s, "flip_rate": f, "region": region} for s, f in steps])
+
+    assert audit_scenarios.weakest_moving(rows("noise", [(0.01, 0.02), (0.05, 0.30), (0.1, 0.50)])) == "0.05 (0.300)"
+    contrast = rows("contrast", [(0.8, 0.6), (0.95, 0.2), (1.05, 0.3), (1.25, 0.5)])
+    assert audit_scenarios.weakest_moving(contrast) == "1.05 (0.300)"  # |log 1.05| < |log 0.95|
+    patches = pd.concat([rows("patch", [(4, 0.33)], "center"), rows("patch", [(4, 0.10)], "top"),
+                         rows("patch", [(2, 0.1), (8, 0.6)], "top_left")])  # fmt: skip
+    assert audit_scenarios.weakest_moving(patches) == "4 px @center (0.330)"
+    assert audit_scenarios.weakest_moving(rows("blur", [(0.3, 0.05), (1.5, 0.12)])) == "none (0.120)"
