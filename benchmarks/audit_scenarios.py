@@ -52,8 +52,9 @@ ACCUSED = 0.15
 TRUTH = {
     "localized2d": {"kind": "localized", "family": "patch", "region": "top_left"},
     "diffuse2d": {"kind": "diffuse", "family": "noise", "region": "global"},
-    # the deformation's centre (8, 16) of 32 x 32 in-plane lies in the top row, middle column
-    "localized3d": {"kind": "localized", "family": "deformation", "region": "top"},
+    # the deformation's box starts at (8, 16, 20), 10 voxels a side (0.3 of 32): its in-plane centre
+    # (13, 21) of 32 x 32 lies in the middle cell (thirds end at 10.7 and 21.3); its depth, 20-30, at the back
+    "localized3d": {"kind": "localized", "family": "deformation", "region": "center"},
     "diffuse3d": {"kind": "diffuse", "family": "noise", "region": "global"},
 }
 """Each scenario's artifact as the scan should name it (for scoring only)."""
@@ -164,6 +165,12 @@ def ladder(spatial_shape: Sequence[int]) -> list[Candidate]:
     return out
 
 
+def strength(candidate: Candidate) -> float:
+    """A ladder step's strength: its one parameter (a bias field: the coefficients' upper bound)."""
+    value = next(iter(candidate.params.values()))
+    return float(value[-1] if isinstance(value, (list, tuple)) else value)
+
+
 def strength_rows(models: Path, scenario: str, method: str, max_images: int) -> list[dict[str, Any]]:
     """Flip rate and mean probability shift of every ladder step on one model."""
     model = load_audit_model(None, model_dir=models / scenario / scenario / method)
@@ -175,7 +182,7 @@ def strength_rows(models: Path, scenario: str, method: str, max_images: int) -> 
         effect = pair_effect(data.ids, data.labels, without, predict(model.network, images, model.finishing))
         rows.append({
             "scenario": scenario, "method": method, "candidate": candidate.name, "family": candidate.family,
-            "region": candidate.region, "strength": next(iter(candidate.params.values())), "n": len(data.ids),
+            "region": candidate.region, "strength": strength(candidate), "n": len(data.ids),
             "flip_rate": effect["flip_rate"], "mean_prob_shift": effect["mean_prob_shift"],
             "threads": torch.get_num_threads(), "machine": machine(), "seed": 0,
         })  # fmt: skip
@@ -233,7 +240,10 @@ def strengths_markdown(table: pd.DataFrame) -> str:
     """The ladder table of docs/audit.md: per model, the weakest step of each family that flips
     more than 0.15 of its predictions."""
     table = table.copy()
-    table["strength"] = pd.to_numeric(table.strength, errors="coerce")
+    # a diffuse step's strength is the number its name ends with (bias_field_0.05: the coefficients' bound)
+    diffuse = table.family != "patch"
+    table.loc[diffuse, "strength"] = table.loc[diffuse, "candidate"].str.rsplit("_", n=1).str[1]
+    table["strength"] = pd.to_numeric(table.strength)
     lines = [
         "| scenario | model | " + " | ".join(c.replace("_", " ") for c in STRENGTH_COLUMNS) + " |",
         "| --- | --- | " + " | ".join("---" for _ in STRENGTH_COLUMNS) + " |",

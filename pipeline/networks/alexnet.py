@@ -14,6 +14,10 @@ BASE_CHANNELS = (64, 192, 384, 256, 256)
 STAGE_NAMES = tuple(f"features.block{i}" for i in range(1, 6))
 
 
+INITS = ("pytorch", "kaiming")
+"""Weight initialisations of :class:`AlexNet`."""
+
+
 def _check_width(width: float) -> float:
     if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
         raise ValueError(f"width must be a positive number, got {width!r}")
@@ -68,9 +72,12 @@ class AlexNet(nn.Module):
             original) and 3 in 3D (6 would give a 55,296 x ``hidden_features`` first linear layer).
         hidden_features: width of the two hidden linear layers (4096 in the original).
         dropout: dropout probability of the classifier.
+        init: ``"pytorch"`` (each layer's default, as torchvision's AlexNet) or ``"kaiming"``
+            (convolutions He-normal for ReLU, fan-out, as torchvision's VGG; linear layers
+            N(0, 0.01); biases 0).
 
     Raises:
-        ValueError: for an invalid dimension, channel count, size option or dropout.
+        ValueError: for an invalid dimension, channel count, size option, dropout or init.
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class AlexNet(nn.Module):
         pool_size: int | None = None,
         hidden_features: int = 4096,
         dropout: float = 0.5,
+        init: str = "pytorch",
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -99,6 +107,8 @@ class AlexNet(nn.Module):
         check_positive_int(hidden_features, "hidden_features")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
         self.min_input_size = alexnet_min_input_size(stem_kernel_size, stem_stride, stem_padding)
         self.stem_hint = (
             f"the stem (stem_kernel_size={stem_kernel_size}, stem_stride={stem_stride}, "
@@ -134,6 +144,18 @@ class AlexNet(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden_features, num_classes),
         )
+
+        if init == "kaiming":
+            self._kaiming_init()
+
+    def _kaiming_init(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x, self.min_input_size, "alexnet", self.stem_hint)

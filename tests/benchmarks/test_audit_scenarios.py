@@ -147,3 +147,14 @@ def test_the_strength_table_gives_the_weakest_step_of_each_family_that_moves_the
                          rows("patch", [(2, 0.1), (8, 0.6)], "top_left")])  # fmt: skip
     assert audit_scenarios.weakest_moving(patches) == "4 px @center (0.330)"
     assert audit_scenarios.weakest_moving(rows("blur", [(0.3, 0.05), (1.5, 0.12)])) == "none (0.120)"
+
+
+def test_the_docs_quote_the_committed_audit_tables():
+    """docs/audit.md's tables are what `--markdown` renders from the committed CSVs."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    docs = (repo / "docs" / "audit.md").read_text()
+    results = repo / "benchmarks" / "results"
+    assert audit_scenarios.scan_markdown(pd.read_csv(results / "audit_scan.csv")) in docs
+    assert audit_scenarios.strengths_markdown(pd.read_csv(results / "audit_strengths.csv")) in docs

@@ -184,3 +184,23 @@ def test_registered_stage_missing_from_model_is_rejected(tiny_registered):
     register_network(tiny_registered, TinyNet, {"trunk": 4}, overwrite=True)
     with pytest.raises(ValueError, match=r"stages \['trunk'\]"):
         build_network(tiny_registered)
+
+
+def test_alexnet_kaiming_init_keeps_the_signal_that_the_default_init_shrinks():
+    """He-normal convolutions (fan-out) and N(0, 0.01) linear layers, biases 0; an unknown init is refused."""
+    from pipeline.networks.alexnet import AlexNet
+
+    torch.manual_seed(0)
+    options = dict(stem_kernel_size=5, stem_stride=2, stem_padding=2, hidden_features=64)
+    default, kaiming = AlexNet(**options), AlexNet(init="kaiming", **options)
+    conv = kaiming.features.block3[0]
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert float(conv.weight.std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+    assert all(float(m.bias.abs().max()) == 0.0 for m in kaiming.modules() if isinstance(m, torch.nn.Linear))
+    assert float(kaiming.classifier[1].weight.std()) == pytest.approx(0.01, rel=0.05)
+    x = torch.rand(8, 1, 64, 64)
+    with torch.no_grad():
+        features = [net.features(x).std() for net in (default, kaiming)]
+    assert features[1] > 2 * features[0]  # block5 output std: 0.014 with the default init, 0.050 with kaiming
+    with pytest.raises(ValueError, match=r"init must be one of \['pytorch', 'kaiming'\], got 'he'"):
+        AlexNet(init="he")
