@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.scenario_validity import append_rows
 from pipeline.atomic import atomic_path
 from pipeline.audit.__main__ import read_artifact
 from pipeline.audit.candidates import REGIONS, Candidate, region_start
@@ -239,11 +240,6 @@ STRENGTH_COLUMNS = ("noise", "contrast", "gamma", "blur", "bias_field", "patch")
 def strengths_markdown(table: pd.DataFrame) -> str:
     """The ladder table of docs/audit.md: per model, the weakest step of each family that flips
     more than 0.15 of its predictions."""
-    table = table.copy()
-    # a diffuse step's strength is the number its name ends with (bias_field_0.05: the coefficients' bound)
-    diffuse = table.family != "patch"
-    table.loc[diffuse, "strength"] = table.loc[diffuse, "candidate"].str.rsplit("_", n=1).str[1]
-    table["strength"] = pd.to_numeric(table.strength)
     lines = [
         "| scenario | model | " + " | ".join(c.replace("_", " ") for c in STRENGTH_COLUMNS) + " |",
         "| --- | --- | " + " | ".join("---" for _ in STRENGTH_COLUMNS) + " |",
@@ -252,13 +248,6 @@ def strengths_markdown(table: pd.DataFrame) -> str:
         cells = [weakest_moving(rows[rows.family == family]) for family in STRENGTH_COLUMNS]
         lines.append(f"| {scenario} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def append_rows(table: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Append one model's ``rows`` to the CSV ``table`` at once (temporary file, then renamed)."""
-    old = [pd.read_csv(table)] if table.is_file() else []
-    with atomic_path(table) as tmp:
-        pd.concat(old + [pd.DataFrame(list(rows))], ignore_index=True).to_csv(tmp, index=False, float_format="%.4f")
 
 
 def done(table: Path, keys: Sequence[str]) -> set[tuple]:

@@ -140,12 +140,16 @@ def scenario_data(scenario: str) -> tuple[str, dict]:
     return content["data_source"], dict(content["data_params"])
 
 
-def append_row(table: Path, row: Mapping[str, Any]) -> None:
-    """Append ``row`` to the CSV ``table`` (written whole to a temporary file, then renamed)."""
-    rows = pd.read_csv(table) if table.is_file() else pd.DataFrame()
-    rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True)
+def append_rows(table: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append ``rows`` to the CSV ``table`` at once (written whole to a temporary file, then renamed)."""
+    old = [pd.read_csv(table)] if table.is_file() else []
     with atomic_path(table) as tmp:
-        rows.to_csv(tmp, index=False, float_format="%.4f")
+        pd.concat(old + [pd.DataFrame(list(rows))], ignore_index=True).to_csv(tmp, index=False, float_format="%.4f")
+
+
+def append_row(table: Path, row: Mapping[str, Any]) -> None:
+    """Append one ``row`` to the CSV ``table`` (:func:`append_rows`)."""
+    append_rows(table, [row])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

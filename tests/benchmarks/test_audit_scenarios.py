@@ -47,6 +47,8 @@ def test_the_ladder_is_generic_and_builds(shape, sizes):
     assert len({c.name for c in ladder}) == len(ladder)
     for candidate in ladder:
         build_artifact(dict(candidate.artifact))
+    bias = [audit_scenarios.strength(c) for c in ladder if c.family == "bias_field"]
+    assert bias == list(audit_scenarios.BIAS_FIELD_LADDER)  # a number (the coefficients' bound), not a range
     noise = [c.params["std"] for c in ladder if c.family == "noise"]
     assert noise == sorted(noise) and noise[0] < 0.02 < noise[-1]  # weaker and stronger than any scenario's
 
