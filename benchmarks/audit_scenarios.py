@@ -55,7 +55,7 @@ TRUTH = {
     "diffuse2d": {"kind": "diffuse", "family": "noise", "region": "global"},
     # the deformation's box starts at (8, 16, 20), 10 voxels a side (0.3 of 32): its in-plane centre
     # (13, 21) of 32 x 32 lies in the middle cell (thirds end at 10.7 and 21.3); its depth, 20-30, at the back
-    "localized3d": {"kind": "localized", "family": "deformation", "region": "center"},
+    "localized3d": {"kind": "localized", "family": "deformation", "region": "center", "depth": "back"},
     "diffuse3d": {"kind": "diffuse", "family": "noise", "region": "global"},
 }
 """Each scenario's artifact as the scan should name it (for scoring only)."""
@@ -87,8 +87,22 @@ def experiment_counterfactual(models: Path, scenario: str, method: str) -> dict[
 
 def matches(entry: Mapping[str, Any], truth: Mapping[str, str]) -> bool:
     """The candidate names the artifact: its kind, region and family (a diffuse candidate's region is
-    always ``global``, so its family is what tells noise from a contrast change)."""
-    return all(entry[key] == truth[key] for key in ("kind", "region", "family"))
+    always ``global``, so its family is what tells noise from a contrast change), and in a 3x3x3 grid
+    its depth (a candidate centred in depth, ``depth_cells=1``, has none and is scored in-plane)."""
+    same_depth = entry.get("depth") is None or entry["depth"] == truth.get("depth")
+    return same_depth and all(entry[key] == truth[key] for key in ("kind", "region", "family"))
+
+
+def grid(scenario: str, depth_cells: int) -> str:
+    """The localized candidates' grid of a row: ``3x3`` in 2D; ``3x3x3`` or ``3x3, centred in depth`` in 3D."""
+    if not scenario.endswith("3d"):
+        return "3x3"
+    return "3x3x3" if depth_cells == 3 else "3x3, centred in depth"
+
+
+def audit_folder(out: Path, scenario: str, method: str, depth_cells: int) -> Path:
+    """One audit's folder: ``<scenario>_<method>``, with ``_depth1`` for a 3D scan centred in depth."""
+    return out / (f"{scenario}_{method}" + ("_depth1" if grid(scenario, depth_cells).endswith("depth") else ""))
 
 
 def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
@@ -108,6 +122,7 @@ def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
         "suspect_change_rms": suspect["change_rms"], "top_change_rms": top["change_rms"],
         "suspect_is_artifact": matches(suspect, truth),
         "true_kind": truth["kind"], "true_family": truth["family"], "true_region": truth["region"],
+        "true_depth": truth.get("depth"),
         "best_true_name": None if best_true is None else best_true["name"], "best_true_rank": rank,
         "best_true_flip_rate": None if best_true is None else best_true["flip_rate"],
         "n_over_accused": sum(e["flip_rate"] > ACCUSED for e in entries),
@@ -115,15 +130,15 @@ def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def scan_row(models: Path, out: Path, scenario: str, method: str, max_images: int) -> dict[str, Any]:
+def scan_row(models: Path, out: Path, scenario: str, method: str, max_images: int, depth_cells: int = 3) -> dict[str, Any]:
     """Audit one model (scan + the scenario's own artifact) and score its answer."""
     started = time.monotonic()
-    audit = run_audit(None, out / f"{scenario}_{method}", max_images=max_images,
+    audit = run_audit(None, audit_folder(out, scenario, method, depth_cells), max_images=max_images,
                       artifact=read_artifact(str(SCENARIOS / f"{scenario}.yaml")), progress=False,
-                      model_dir=models / scenario / scenario / method)  # fmt: skip
+                      model_dir=models / scenario / scenario / method, depth_cells=depth_cells)  # fmt: skip
     seconds = time.monotonic() - started
     return {
-        "scenario": scenario, "method": method, "seconds": round(seconds, 1),
+        "scenario": scenario, "method": method, "grid": grid(scenario, depth_cells), "seconds": round(seconds, 1),
         "threads": torch.get_num_threads(), "machine": machine(), "seed": 0,
         **score(audit, scenario), **experiment_counterfactual(models, scenario, method),
     }  # fmt: skip
@@ -133,7 +148,7 @@ def rescore(table: Path, out: Path) -> None:
     """Score every row of the ``scan`` table again from its saved ``audit.json`` (no model runs)."""
     rows = pd.read_csv(table).to_dict("records")
     for row in rows:
-        path = out / f"{row['scenario']}_{row['method']}" / "audit.json"
+        path = audit_folder(out, row["scenario"], row["method"], 1 if row["grid"].endswith("depth") else 3) / "audit.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the audit of this row is not there to rescore")
         row.update(score(json.loads(path.read_text()), row["scenario"]))
@@ -145,22 +160,23 @@ def ladder(spatial_shape: Sequence[int]) -> list[Candidate]:
     """The weak-to-strong ladder for images of ``spatial_shape``."""
     shape = [int(s) for s in spatial_shape]
     out = [
-        Candidate(f"{family}_{value:g}", "diffuse", family, "global", {key: value}, {"_target_": target, key: value})
+        Candidate(f"{family}_{value:g}", "diffuse", family, "global", params={key: value},
+                  artifact={"_target_": target, key: value})
         for family, (target, key, values) in LADDER.items()
         for value in values
     ]
     out += [
-        Candidate(f"bias_field_{c:g}", "diffuse", "bias_field", "global", {"coeff_range": [0.0, c]},
-                  {"_target_": "BiasFieldArtifact", "coeff_range": [0.0, c]})
+        Candidate(f"bias_field_{c:g}", "diffuse", "bias_field", "global", params={"coeff_range": [0.0, c]},
+                  artifact={"_target_": "BiasFieldArtifact", "coeff_range": [0.0, c]})
         for c in BIAS_FIELD_LADDER
     ]  # fmt: skip
     side = min(shape[:2])
     for pixels in sorted({max(1, round(f * side)) for f in PATCH_LADDER}):
         box = [pixels, pixels] + ([min(pixels, shape[2])] if len(shape) == 3 else [])
         out += [
-            Candidate(f"patch_{pixels}px_bright@{region}", "localized", "patch", region, {"size_px": pixels},
-                      {"_target_": "PatchArtifact", "size": box, "position": region_start(region, box, shape),
-                       "intensity": 1.0})
+            Candidate(f"patch_{pixels}px_bright@{region}", "localized", "patch", region, params={"size_px": pixels},
+                      artifact={"_target_": "PatchArtifact", "size": box, "position": region_start(region, box, shape),
+                                "intensity": 1.0})
             for region in REGIONS
         ]  # fmt: skip
     return out
@@ -197,10 +213,10 @@ def _flip(value: float) -> str:
 def scan_markdown(table: pd.DataFrame) -> str:
     """The scan table of docs/audit.md, rendered from the ``scan`` CSV."""
     lines = [
-        "| scenario | model | top by flip rate | suspect (RMS change) | names the artifact: top / suspect "
+        "| scenario | model | grid | top by flip rate | suspect (RMS change) | names the artifact: top / suspect "
         "| best candidate of the artifact's kind, region and family: rank, flip rate | candidates above 0.15 "
         "| `--artifact`: flip rate, cf ΔTPR | experiment: flip rate, cf ΔTPR | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     yes = {True: "yes", False: "no"}
     for r in table.to_dict("records"):
@@ -208,7 +224,7 @@ def scan_markdown(table: pd.DataFrame) -> str:
             f"`{r['best_true_name']}`, {int(r['best_true_rank'])}, {_flip(r['best_true_flip_rate'])}"
         )
         lines.append(
-            f"| {r['scenario']} | {r['method']} | `{r['top_name']}` {_flip(r['top_flip_rate'])} "
+            f"| {r['scenario']} | {r['method']} | {r['grid']} | `{r['top_name']}` {_flip(r['top_flip_rate'])} "
             f"| `{r['suspect_name']}` {_flip(r['suspect_flip_rate'])} ({r['suspect_change_rms']:.3f}) "
             f"| {yes[bool(r['top_is_artifact'])]} / {yes[bool(r['suspect_is_artifact'])]} | {best} "
             f"| {int(r['n_over_accused'])} of {int(r['n_candidates'])} "
@@ -265,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", help="CSV (default benchmarks/results/audit_<kind>.csv)")
     parser.add_argument("--scenarios", nargs="+", default=list(TRUTH))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--depth-cells", type=int, choices=(1, 3), default=3,
+                        help="scan, 3D: localized candidates on a 3x3x3 grid (3) or centred in depth (1)")
     parser.add_argument("--max-images", type=int, help="test images per model (default: scan 1000, strengths 200)")
     parser.add_argument("--resume", action="store_true", help="skip (scenario, method) pairs already in the table")
     parser.add_argument("--rescore", action="store_true", help="scan: score the table's rows again from their audit.json")
@@ -286,19 +304,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         render = scan_markdown if args.table_kind == "scan" else strengths_markdown
         print(render(pd.read_csv(table)))
         return 0
-    finished = done(table, ("scenario", "method")) if args.resume else set()
+    keys = ("scenario", "method", "grid") if args.table_kind == "scan" else ("scenario", "method")
+    finished = done(table, keys) if args.resume else set()
     if not args.resume and table.is_file():
         table.unlink()
     for scenario in args.scenarios:
         for method in args.methods:
-            if (scenario, method) in finished:
+            key = (scenario, method) + ((grid(scenario, args.depth_cells),) if args.table_kind == "scan" else ())
+            if key in finished:
                 continue
             if not (models / scenario / scenario / method / "models" / "model.pt").is_file():
                 parser.error(f"no trained {method} of {scenario} under {models}: run audit_models.yaml first")
             torch.manual_seed(0)
             np.random.seed(0)
             if args.table_kind == "scan":
-                rows = [scan_row(models, Path(args.out), scenario, method, args.max_images or 1000)]
+                rows = [scan_row(models, Path(args.out), scenario, method, args.max_images or 1000, args.depth_cells)]
             else:
                 rows = strength_rows(models, scenario, method, args.max_images or 200)
             append_rows(table, rows)

@@ -83,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "patch text line deformation noise contrast gamma blur bias_field)",
     )
     parser.add_argument(
+        "--depth-cells", type=int, choices=(1, 3), default=3,
+        help="3D only: place localized candidates in each third of the third axis (3, a 3x3x3 grid) "
+        "or centred in depth (1, a third of the cost)",
+    )
+    parser.add_argument(
         "--threshold", type=float, default=FLIP_THRESHOLD, help="flip rate that flags a candidate"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sub-samples")
@@ -98,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bundle=args.bundle, scenario=args.scenario, settings=settings, role=args.role,
             max_images=args.max_images, seed=args.seed, artifact=artifact, progress=not args.no_progress,
             do_scan=args.scan, threshold=args.threshold, screen_images=args.screen_images, confirm=args.confirm,
-            families=args.families,
+            families=args.families, depth_cells=args.depth_cells,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m pipeline.audit: error: {err}", file=sys.stderr)

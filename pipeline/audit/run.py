@@ -38,6 +38,7 @@ def audit_model(
     confirm: int = 8,
     occlusion_per_class: int = 24,
     families: Sequence[str] | None = None,
+    depth_cells: int = 3,
     progress: bool = True,
 ) -> dict:
     """Audit ``model`` on ``data``; writes ``audit.json``, ``audit.md`` and figures into ``out_dir``.
@@ -50,6 +51,8 @@ def audit_model(
         screen_images, confirm: see :func:`pipeline.audit.scan.scan`.
         occlusion_per_class: images per class for the occlusion maps.
         families: candidate families to scan (default all).
+        depth_cells: in 3D, 3 (a 3x3x3 grid of localized candidates) or 1 (centred in depth);
+            see :func:`pipeline.audit.candidates.candidate_library`.
 
     Returns:
         What ``audit.json`` holds.
@@ -86,12 +89,13 @@ def audit_model(
     }
     without = None
     if do_scan:
-        library = candidate_library(data.images.shape[2:], families)
+        library = candidate_library(data.images.shape[2:], families, depth_cells)
         entries, without = scan(model.network, data, library, model.finishing, model.injection_seed,
                                 screen_images, confirm, progress=progress)  # fmt: skip
         audit["scan"] = {
             "screen_images": min(screen_images or len(data.ids), len(data.ids)),
             "confirm": confirm,
+            "depth_cells": depth_cells if data.images.ndim == 5 else None,
         }
         audit["verdict"] = verdict(entries, threshold)
         audit["candidates"] = entries

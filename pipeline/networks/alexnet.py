@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
 from pipeline.networks.arguments import check_input_size, check_positive_int, check_spatial_dims
@@ -16,6 +16,8 @@ STAGE_NAMES = tuple(f"features.block{i}" for i in range(1, 6))
 
 INITS = ("pytorch", "kaiming")
 """Weight initialisations of :class:`AlexNet`."""
+NORMS = (None, "batch")
+"""Normalisation after each convolution of :class:`AlexNet`: none (the original) or batch norm."""
 
 
 def _check_width(width: float) -> float:
@@ -52,7 +54,8 @@ class AlexNet(nn.Module):
     """AlexNet: five conv blocks, adaptive average pool, three-layer classifier.
 
     ``features`` holds ``block1`` ... ``block5``: conv 11/5/3/3/3 with 64/192/384/256/256
-    channels (times ``width``), each followed by ReLU; blocks 1, 2 and 5 end with a 3-wide,
+    channels (times ``width``), each followed by ReLU (with ``norm="batch"``, by batch norm and
+    ReLU, the common "AlexNet-BN" variant); blocks 1, 2 and 5 end with a 3-wide,
     stride-2 max-pool. ``avgpool`` is an adaptive average pool to ``pool_size`` per side and
     ``classifier`` is dropout-linear-ReLU-dropout-linear-ReLU-linear.
 
@@ -75,6 +78,8 @@ class AlexNet(nn.Module):
         init: ``"pytorch"`` (each layer's default, as torchvision's AlexNet) or ``"kaiming"``
             (convolutions He-normal for ReLU, fan-out, as torchvision's VGG; linear layers
             N(0, 0.01); biases 0).
+        norm: None (the original: no normalisation) or ``"batch"`` (batch norm after each
+            convolution, before its ReLU).
 
     Raises:
         ValueError: for an invalid dimension, channel count, size option, dropout or init.
@@ -93,6 +98,7 @@ class AlexNet(nn.Module):
         hidden_features: int = 4096,
         dropout: float = 0.5,
         init: str = "pytorch",
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -109,6 +115,8 @@ class AlexNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
         self.min_input_size = alexnet_min_input_size(stem_kernel_size, stem_stride, stem_padding)
         self.stem_hint = (
             f"the stem (stem_kernel_size={stem_kernel_size}, stem_stride={stem_stride}, "
@@ -117,21 +125,20 @@ class AlexNet(nn.Module):
         )
         conv, max_pool = Conv[Conv.CONV, spatial_dims], Pool[Pool.MAX, spatial_dims]
         c1, c2, c3, c4, c5 = alexnet_channels(width)
+
+        def block(c_in: int, c_out: int, kernel: int, pool: bool, **conv_options) -> nn.Sequential:
+            layers = [conv(c_in, c_out, kernel, **conv_options)]
+            layers += [Norm[Norm.BATCH, spatial_dims](c_out)] if norm == "batch" else []
+            layers += [nn.ReLU()] + ([max_pool(kernel_size=3, stride=2)] if pool else [])
+            return nn.Sequential(*layers)
+
         self.features = nn.Sequential(
             OrderedDict(
-                block1=nn.Sequential(
-                    conv(in_channels, c1, stem_kernel_size, stride=stem_stride, padding=stem_padding),
-                    nn.ReLU(),
-                    max_pool(kernel_size=3, stride=2),
-                ),
-                block2=nn.Sequential(
-                    conv(c1, c2, 5, padding=2), nn.ReLU(), max_pool(kernel_size=3, stride=2)
-                ),
-                block3=nn.Sequential(conv(c2, c3, 3, padding=1), nn.ReLU()),
-                block4=nn.Sequential(conv(c3, c4, 3, padding=1), nn.ReLU()),
-                block5=nn.Sequential(
-                    conv(c4, c5, 3, padding=1), nn.ReLU(), max_pool(kernel_size=3, stride=2)
-                ),
+                block1=block(in_channels, c1, stem_kernel_size, True, stride=stem_stride, padding=stem_padding),
+                block2=block(c1, c2, 5, True, padding=2),
+                block3=block(c2, c3, 3, False, padding=1),
+                block4=block(c3, c4, 3, False, padding=1),
+                block5=block(c4, c5, 3, True, padding=1),
             )
         )
         self.avgpool = Pool[Pool.ADAPTIVEAVG, spatial_dims](pool_size)

@@ -32,6 +32,22 @@ def test_a_candidate_names_the_artifact_only_with_its_kind_region_and_family():
     assert audit_scenarios.matches(patch, truth)
     assert not audit_scenarios.matches({**patch, "region": "top"}, truth)
     assert not audit_scenarios.matches({**patch, "family": "text"}, truth)
+
+
+def test_in_a_3x3x3_grid_the_depth_must_match_too_and_a_centred_candidate_is_scored_in_plane():
+    truth = audit_scenarios.TRUTH["localized3d"]
+    deformation = {"kind": "localized", "region": "center", "family": "deformation"}
+    assert audit_scenarios.matches({**deformation, "depth": "back"}, truth)
+    assert not audit_scenarios.matches({**deformation, "depth": "front"}, truth)
+    assert audit_scenarios.matches({**deformation, "depth": None}, truth)  # depth_cells=1
+    assert audit_scenarios.matches(deformation, truth)  # audits written before the depth field
+    assert audit_scenarios.grid("localized2d", 3) == "3x3"
+    assert audit_scenarios.grid("localized3d", 3) == "3x3x3"
+    assert audit_scenarios.grid("diffuse3d", 1) == "3x3, centred in depth"
+    out = audit_scenarios.Path("runs/audit")
+    assert audit_scenarios.audit_folder(out, "localized3d", "erm", 1).name == "localized3d_erm_depth1"
+    assert audit_scenarios.audit_folder(out, "localized3d", "erm", 3).name == "localized3d_erm"
+    assert audit_scenarios.audit_folder(out, "localized2d", "erm", 1).name == "localized2d_erm"
     assert not audit_scenarios.matches({"kind": "diffuse", "region": "global", "family": "patch"}, truth)
     noise = {"kind": "diffuse", "region": "global", "family": "noise"}
     assert audit_scenarios.matches(noise, audit_scenarios.TRUTH["diffuse3d"])
@@ -122,7 +138,7 @@ def test_rescore_rereads_each_rows_audit_and_markdown_renders_the_table(tmp_path
     (out / "localized2d_erm").mkdir(parents=True)
     (out / "localized2d_erm" / "audit.json").write_text(json.dumps(_audit(ENTRIES, "blur_sigma0.5")))
     stale = {**audit_scenarios.score(_audit(ENTRIES[::-1], "noise_std0.01"), "localized2d"),
-             "scenario": "localized2d", "method": "erm", "seconds": 150.0,
+             "scenario": "localized2d", "method": "erm", "grid": "3x3", "seconds": 150.0,
              "experiment_flip_rate": 0.837, "experiment_cf_delta_tpr": 0.754}  # fmt: skip
     audit_scenarios.append_rows(table, [stale])
     audit_scenarios.main(["scan", "--rescore", "--table", str(table), "--out", str(out)])
@@ -130,7 +146,7 @@ def test_rescore_rereads_each_rows_audit_and_markdown_renders_the_table(tmp_path
     assert row["top_name"] == "blur_sigma1.5" and row["suspect_name"] == "blur_sigma0.5" and row["seconds"] == 150
     text = audit_scenarios.scan_markdown(pd.read_csv(table))
     assert text.splitlines()[2] == (
-        "| localized2d | erm | `blur_sigma1.5` 0.876 | `blur_sigma0.5` 0.861 (0.044) | no / no "
+        "| localized2d | erm | 3x3 | `blur_sigma1.5` 0.876 | `blur_sigma0.5` 0.861 (0.044) | no / no "
         "| `patch_16px_bright@top_left`, 4, 0.400 | 4 of 5 | 0.837, 0.754 | 0.837, 0.754 | 150 |"
     )
     (out / "localized2d_erm" / "audit.json").unlink()

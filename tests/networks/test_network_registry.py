@@ -204,3 +204,29 @@ def test_alexnet_kaiming_init_keeps_the_signal_that_the_default_init_shrinks():
     assert features[1] > 2 * features[0]  # block5 output std: 0.014 with the default init, 0.050 with kaiming
     with pytest.raises(ValueError, match=r"init must be one of \['pytorch', 'kaiming'\], got 'he'"):
         AlexNet(init="he")
+
+
+def test_alexnet_batch_norm_normalises_each_convolution_and_keeps_the_stage_names():
+    """norm="batch": a batch norm between each conv and its ReLU (train mode: zero-mean, unit-std
+    channels before the ReLU); the stage paths and channels stay those of the original; unknown norms are refused."""
+    from pipeline.networks.alexnet import AlexNet
+
+    torch.manual_seed(0)
+    options = dict(stem_kernel_size=5, stem_stride=2, stem_padding=2, hidden_features=64)
+    plain, normed = AlexNet(**options), AlexNet(norm="batch", **options)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    for name in ("block1", "block2", "block3", "block4", "block5"):
+        layers = list(getattr(normed.features, name))
+        assert isinstance(layers[0], torch.nn.Conv2d) and isinstance(layers[1], torch.nn.BatchNorm2d)
+        assert layers[1].num_features == layers[0].out_channels and isinstance(layers[2], torch.nn.ReLU)
+    captured = {}
+    normed.features.block4[1].register_forward_hook(lambda m, i, o: captured.update(out=o))
+    normed.train()(torch.rand(8, 1, 64, 64))
+    per_channel = captured["out"].transpose(0, 1).flatten(1)
+    assert float(per_channel.mean(1).abs().max()) < 1e-4
+    assert float(per_channel.std(1).mean()) == pytest.approx(1.0, rel=0.05)
+    assert [n for n, _ in normed.features.named_children()] == [n for n, _ in plain.features.named_children()]
+    volume = AlexNet(spatial_dims=3, norm="batch", stem_kernel_size=3, stem_stride=1, stem_padding=1, hidden_features=8)
+    assert isinstance(volume.features.block1[1], torch.nn.BatchNorm3d)
+    with pytest.raises(ValueError, match=r"norm must be one of \[None, 'batch'\], got 'instance'"):
+        AlexNet(norm="instance")
