@@ -46,7 +46,7 @@ def losses(make: Callable[[], nn.Module], lr: float, x: torch.Tensor, y: torch.T
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        out.append(float(loss))
+        out.append(loss.item())
     return out
 
 
