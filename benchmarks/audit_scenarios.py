@@ -15,8 +15,9 @@ The scan never sees :data:`TRUTH`: it only scores the scan's answer.
 
     python -m benchmarks.scenario_runs --runs benchmarks/configs/audit_models.yaml \\
         --output runs/audit_models --table runs/audit_models.csv --resume
-    python -m benchmarks.audit_scenarios scan --resume
-    python -m benchmarks.audit_scenarios strengths --resume
+    python -m benchmarks.audit_scenarios scan --depth-cells 1 --resume   # 3D candidates centred in depth
+    python -m benchmarks.audit_scenarios scan --scenarios localized3d --methods erm reference --resume  # 3x3x3
+    python -m benchmarks.audit_scenarios strengths --scenarios localized2d diffuse2d --resume
     python -m benchmarks.audit_scenarios scan --markdown   # the tables of docs/audit.md
 """
 
@@ -93,16 +94,20 @@ def matches(entry: Mapping[str, Any], truth: Mapping[str, str]) -> bool:
     return same_depth and all(entry[key] == truth[key] for key in ("kind", "region", "family"))
 
 
+CENTRED_IN_DEPTH = "3x3, centred in depth"
+
+
 def grid(scenario: str, depth_cells: int) -> str:
-    """The localized candidates' grid of a row: ``3x3`` in 2D; ``3x3x3`` or ``3x3, centred in depth`` in 3D."""
+    """The localized candidates' grid of a row: ``3x3`` in 2D; ``3x3x3`` or :data:`CENTRED_IN_DEPTH` in 3D."""
     if not scenario.endswith("3d"):
         return "3x3"
-    return "3x3x3" if depth_cells == 3 else "3x3, centred in depth"
+    return "3x3x3" if depth_cells == 3 else CENTRED_IN_DEPTH
 
 
 def audit_folder(out: Path, scenario: str, method: str, depth_cells: int) -> Path:
     """One audit's folder: ``<scenario>_<method>``, with ``_depth1`` for a 3D scan centred in depth."""
-    return out / (f"{scenario}_{method}" + ("_depth1" if grid(scenario, depth_cells).endswith("depth") else ""))
+    centred = grid(scenario, depth_cells) == CENTRED_IN_DEPTH
+    return out / (f"{scenario}_{method}" + ("_depth1" if centred else ""))
 
 
 def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
@@ -148,7 +153,8 @@ def rescore(table: Path, out: Path) -> None:
     """Score every row of the ``scan`` table again from its saved ``audit.json`` (no model runs)."""
     rows = pd.read_csv(table).to_dict("records")
     for row in rows:
-        path = audit_folder(out, row["scenario"], row["method"], 1 if row["grid"].endswith("depth") else 3) / "audit.json"
+        depth_cells = 1 if row["grid"] == CENTRED_IN_DEPTH else 3
+        path = audit_folder(out, row["scenario"], row["method"], depth_cells) / "audit.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the audit of this row is not there to rescore")
         row.update(score(json.loads(path.read_text()), row["scenario"]))
@@ -284,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--depth-cells", type=int, choices=(1, 3), default=3,
                         help="scan, 3D: localized candidates on a 3x3x3 grid (3) or centred in depth (1)")
     parser.add_argument("--max-images", type=int, help="test images per model (default: scan 1000, strengths 200)")
-    parser.add_argument("--resume", action="store_true", help="skip (scenario, method) pairs already in the table")
+    parser.add_argument("--resume", action="store_true", help="skip models already in the table (scan: the same scenario, method and grid)")
     parser.add_argument("--rescore", action="store_true", help="scan: score the table's rows again from their audit.json")
     parser.add_argument("--markdown", action="store_true", help="print the table's markdown (docs/audit.md) and exit")
     args = parser.parse_args(argv)

@@ -124,7 +124,9 @@ def candidate_library(
         ValueError: for a shape that is not 2D or 3D, an unknown family or a depth_cells not 1 or 3.
     """
     if depth_cells not in (1, 3):
-        raise ValueError(f"depth_cells must be 1 or 3, got {depth_cells!r}")
+        raise ValueError(
+            f"depth_cells (--depth-cells, bundle audit_depth_cells) must be 1 or 3, got {depth_cells!r}"
+        )
     shape = [int(s) for s in spatial_shape]
     if len(shape) not in (2, 3) or min(shape) < 4:
         raise ValueError(

@@ -82,7 +82,7 @@ class AlexNet(nn.Module):
             convolution, before its ReLU).
 
     Raises:
-        ValueError: for an invalid dimension, channel count, size option, dropout or init.
+        ValueError: for an invalid dimension, channel count, size option, dropout, init or norm.
     """
 
     def __init__(

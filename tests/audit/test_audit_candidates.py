@@ -88,5 +88,5 @@ def test_a_volume_gets_a_3x3x3_grid_of_localized_candidates_or_a_centred_one():
     assert all(c.depth is None for c in candidate_library((32, 32)))
     back = next(c for c in localized if c.family == "deformation" and c.region == "center" and c.depth == "back")
     assert back.artifact["position"] == [5, 5, 11]  # a 5-voxel box against the far end of 16
-    with pytest.raises(ValueError, match="depth_cells must be 1 or 3, got 2"):
+    with pytest.raises(ValueError, match=r"depth_cells \(--depth-cells, bundle audit_depth_cells\) must be 1 or 3, got 2"):
         candidate_library((16, 16, 16), depth_cells=2)
