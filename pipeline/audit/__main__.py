@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--depth-cells", type=int, choices=(1, 3), default=3,
         help="3D only: place localized candidates in each third of the third axis (3, a 3x3x3 grid) "
-        "or centred in depth (1, a third of the cost)",
+        "or centred in depth (1, a third of the localized candidates)",
     )
     parser.add_argument(
         "--threshold", type=float, default=FLIP_THRESHOLD, help="flip rate that flags a candidate"

@@ -117,8 +117,8 @@ def candidate_library(
         families: keep only these families (default: all of :data:`LOCALIZED_FAMILIES` and
             :data:`DIFFUSE_FAMILIES`).
         depth_cells: for a volume, 3 places each localized candidate in every third of the third
-            axis (names end in ``/front``, ``/middle``, ``/back``), 1 in the middle third only (a
-            third of the cost; names without a depth). Ignored in 2D.
+            axis (names end in ``/front``, ``/middle``, ``/back``), 1 centred in depth (a third of
+            the localized candidates; names without a depth). Ignored in 2D.
 
     Raises:
         ValueError: for a shape that is not 2D or 3D, an unknown family or a depth_cells not 1 or 3.
