@@ -18,7 +18,9 @@ The scan never sees :data:`TRUTH`: it only scores the scan's answer.
     python -m benchmarks.audit_scenarios scan --depth-cells 1 --resume   # 3D candidates centred in depth
     python -m benchmarks.audit_scenarios scan --scenarios localized3d --methods erm reference --resume  # 3x3x3
     python -m benchmarks.audit_scenarios strengths --scenarios localized2d diffuse2d --resume
-    python -m benchmarks.audit_scenarios scan --markdown   # the tables of docs/audit.md
+    python -m benchmarks.audit_scenarios scan --control head --scenarios localized2d diffuse2d --resume  # with the head control
+    python -m benchmarks.audit_scenarios scan --control head --depth-cells 1 --scenarios localized3d diffuse3d --resume
+    python -m benchmarks.audit_scenarios scan --markdown   # the tables of docs/audit.md (--control head: the control's)
 """
 
 from __future__ import annotations
@@ -104,10 +106,12 @@ def grid(scenario: str, depth_cells: int) -> str:
     return "3x3x3" if depth_cells == 3 else CENTRED_IN_DEPTH
 
 
-def audit_folder(out: Path, scenario: str, method: str, depth_cells: int) -> Path:
-    """One audit's folder: ``<scenario>_<method>``, with ``_depth1`` for a 3D scan centred in depth."""
+def audit_folder(out: Path, scenario: str, method: str, depth_cells: int, control: str = "none") -> Path:
+    """One audit's folder: ``<scenario>_<method>``, with ``_depth1`` for a 3D scan centred in depth
+    and ``_control-<kind>`` for a scan with a control."""
     centred = grid(scenario, depth_cells) == CENTRED_IN_DEPTH
-    return out / (f"{scenario}_{method}" + ("_depth1" if centred else ""))
+    suffix = ("_depth1" if centred else "") + ("" if control == "none" else f"_control-{control}")
+    return out / (f"{scenario}_{method}" + suffix)
 
 
 def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
@@ -132,15 +136,36 @@ def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
         "best_true_flip_rate": None if best_true is None else best_true["flip_rate"],
         "n_over_accused": sum(e["flip_rate"] > ACCUSED for e in entries),
         "suspected_flip_rate": suspected["flip_rate"], "suspected_cf_delta_tpr": suspected["delta_tpr"],
+        **control_score(audit, truth),
     }  # fmt: skip
 
 
-def scan_row(models: Path, out: Path, scenario: str, method: str, max_images: int, depth_cells: int = 3) -> dict[str, Any]:
+def control_score(audit: Mapping[str, Any], truth: Mapping[str, str]) -> dict[str, Any]:
+    """A scan with a control: the control's kind and AUC, the verdict's score and threshold, the
+    candidate that moves the model most by that score (and whether it is the artifact), how many
+    are flagged, and the best candidate of the artifact by that score."""
+    control = audit.get("control") or {}
+    verdict = audit["verdict"]
+    score_name = verdict.get("score", "flip_rate")
+    ranked = sorted(audit["candidates"], key=lambda e: (-e[score_name], e["name"]))
+    rank, best_true = next(((i, e) for i, e in enumerate(ranked, 1) if matches(e, truth)), (None, None))
+    return {
+        "control": control.get("kind", "none"), "control_auc": control.get("auc"), "score": score_name,
+        "threshold": verdict.get("threshold"), "n_flagged": len(verdict.get("flagged", [])),
+        "top_score_name": ranked[0]["name"], "top_score": ranked[0][score_name],
+        "top_score_is_artifact": matches(ranked[0], truth),
+        "best_true_score_rank": rank, "best_true_score": None if best_true is None else best_true[score_name],
+    }  # fmt: skip
+
+
+def scan_row(
+    models: Path, out: Path, scenario: str, method: str, max_images: int, depth_cells: int = 3, control: str = "none"
+) -> dict[str, Any]:
     """Audit one model (scan + the scenario's own artifact) and score its answer."""
     started = time.monotonic()
-    audit = run_audit(None, audit_folder(out, scenario, method, depth_cells), max_images=max_images,
+    audit = run_audit(None, audit_folder(out, scenario, method, depth_cells, control), max_images=max_images,
                       artifact=read_artifact(str(SCENARIOS / f"{scenario}.yaml")), progress=False,
-                      model_dir=models / scenario / scenario / method, depth_cells=depth_cells)  # fmt: skip
+                      model_dir=models / scenario / scenario / method, depth_cells=depth_cells, control=control)  # fmt: skip
     seconds = time.monotonic() - started
     return {
         "scenario": scenario, "method": method, "grid": grid(scenario, depth_cells), "seconds": round(seconds, 1),
@@ -154,7 +179,8 @@ def rescore(table: Path, out: Path) -> None:
     rows = pd.read_csv(table).to_dict("records")
     for row in rows:
         depth_cells = 1 if row["grid"] == CENTRED_IN_DEPTH else 3
-        path = audit_folder(out, row["scenario"], row["method"], depth_cells) / "audit.json"
+        control = row.get("control") if isinstance(row.get("control"), str) else "none"
+        path = audit_folder(out, row["scenario"], row["method"], depth_cells, control) / "audit.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the audit of this row is not there to rescore")
         row.update(score(json.loads(path.read_text()), row["scenario"]))
@@ -225,7 +251,7 @@ def scan_markdown(table: pd.DataFrame) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     yes = {True: "yes", False: "no"}
-    for r in table.to_dict("records"):
+    for r in without_control(table).to_dict("records"):
         best = "none" if pd.isna(r["best_true_name"]) else (
             f"`{r['best_true_name']}`, {int(r['best_true_rank'])}, {_flip(r['best_true_flip_rate'])}"
         )
@@ -236,6 +262,35 @@ def scan_markdown(table: pd.DataFrame) -> str:
             f"| {int(r['n_over_accused'])} of {int(r['n_candidates'])} "
             f"| {_flip(r['suspected_flip_rate'])}, {r['suspected_cf_delta_tpr']:.3f} "
             f"| {_flip(r['experiment_flip_rate'])}, {r['experiment_cf_delta_tpr']:.3f} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def without_control(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows scanned without a control (all rows of a table written before controls)."""
+    return table if "control" not in table else table[table["control"].fillna("none") == "none"]
+
+
+SCORE_LABELS = {"excess_shift": "shift beyond the control (findings)", "excess_flip_rate": "flips beyond the control",
+                "flip_rate": "flip rate"}  # fmt: skip
+
+
+def control_markdown(table: pd.DataFrame) -> str:
+    """The table of the scans with a control (docs/audit.md), rendered from the ``scan`` CSV."""
+    lines = [
+        "| scenario | model | grid | control (AUC) | verdict's score | candidates flagged (threshold) "
+        "| top by the score | names the artifact | best candidate of the artifact: rank, score | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = table[table["control"].fillna("none") != "none"] if "control" in table else table.iloc[:0]
+    for r in rows.to_dict("records"):
+        best = "none" if pd.isna(r["best_true_score_rank"]) else f"{int(r['best_true_score_rank'])}, {r['best_true_score']:.2f}"
+        auc = "-" if pd.isna(r["control_auc"]) else f"{r['control_auc']:.3f}"
+        lines.append(
+            f"| {r['scenario']} | {r['method']} | {r['grid']} | {r['control']} ({auc}) | {SCORE_LABELS[r['score']]} "
+            f"| {int(r['n_flagged'])} of {int(r['n_candidates'])} ({r['threshold']:g}) "
+            f"| `{r['top_score_name']}` {r['top_score']:.2f} | {'yes' if r['top_score_is_artifact'] else 'no'} "
+            f"| {best} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -276,6 +331,8 @@ def done(table: Path, keys: Sequence[str]) -> set[tuple]:
     if not table.is_file():
         return set()
     rows = pd.read_csv(table)
+    if "control" in keys:
+        rows["control"] = rows["control"].fillna("none") if "control" in rows else "none"
     return set(map(tuple, rows[list(keys)].astype(str).to_numpy()))
 
 
@@ -289,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--depth-cells", type=int, choices=(1, 3), default=3,
                         help="scan, 3D: localized candidates on a 3x3x3 grid (3) or centred in depth (1)")
+    parser.add_argument("--control", choices=("none", "head", "retrain"), default="none",
+                        help="scan: the audit's control (default none: the raw flip rates, as the first rows)")
     parser.add_argument("--max-images", type=int, help="test images per model (default: scan 1000, strengths 200)")
     parser.add_argument("--resume", action="store_true", help="skip models already in the table (scan: the same scenario, method and grid)")
     parser.add_argument("--rescore", action="store_true", help="scan: score the table's rows again from their audit.json")
@@ -307,16 +366,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         if not table.is_file():
             parser.error(f"no table {table}: run `{args.table_kind}` first")
-        render = scan_markdown if args.table_kind == "scan" else strengths_markdown
-        print(render(pd.read_csv(table)))
+        if args.table_kind == "scan":
+            frame = pd.read_csv(table)
+            print(control_markdown(frame) if args.control != "none" else scan_markdown(frame))
+        else:
+            print(strengths_markdown(pd.read_csv(table)))
         return 0
-    keys = ("scenario", "method", "grid") if args.table_kind == "scan" else ("scenario", "method")
+    keys = ("scenario", "method", "grid", "control") if args.table_kind == "scan" else ("scenario", "method")
     finished = done(table, keys) if args.resume else set()
     if not args.resume and table.is_file():
         table.unlink()
     for scenario in args.scenarios:
         for method in args.methods:
-            key = (scenario, method) + ((grid(scenario, args.depth_cells),) if args.table_kind == "scan" else ())
+            key = (scenario, method) + ((grid(scenario, args.depth_cells), args.control) if args.table_kind == "scan" else ())
             if key in finished:
                 continue
             if not (models / scenario / scenario / method / "models" / "model.pt").is_file():
@@ -324,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.manual_seed(0)
             np.random.seed(0)
             if args.table_kind == "scan":
-                rows = [scan_row(models, Path(args.out), scenario, method, args.max_images or 1000, args.depth_cells)]
+                rows = [scan_row(models, Path(args.out), scenario, method, args.max_images or 1000, args.depth_cells,
+                                 args.control)]
             else:
                 rows = strength_rows(models, scenario, method, args.max_images or 200)
             append_rows(table, rows)

@@ -88,7 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "or centred in depth (1, a third of the localized candidates)",
     )
     parser.add_argument(
-        "--threshold", type=float, default=FLIP_THRESHOLD, help="flip rate that flags a candidate"
+        "--control", choices=("head", "retrain", "none"), default="head",
+        help="what each candidate is compared with: head (default: a new linear head on the network's "
+        "features, fitted on the audited images' labels, cross-fitted), retrain (the architecture "
+        "trained afresh on them), none (raw flip rates); needs labelled images",
+    )
+    parser.add_argument("--control-epochs", type=int, default=30, help="the retrain control's training epochs (30)")
+    parser.add_argument(
+        "--control-lr", type=float, help="the retrain control's learning rate (default: the model config's, else 1e-3)"
+    )
+    parser.add_argument(
+        "--threshold", type=float,
+        help="the verdict's score that flags a candidate (default: 1.0 findings' worth beyond the head "
+        f"control; {FLIP_THRESHOLD} of the predictions flipped, without a control)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sub-samples")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -103,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bundle=args.bundle, scenario=args.scenario, settings=settings, role=args.role,
             max_images=args.max_images, seed=args.seed, artifact=artifact, progress=not args.no_progress,
             do_scan=args.scan, threshold=args.threshold, screen_images=args.screen_images, confirm=args.confirm,
-            families=args.families, depth_cells=args.depth_cells,
+            families=args.families, depth_cells=args.depth_cells, control=args.control,
+            control_epochs=args.control_epochs, control_learning_rate=args.control_lr,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m pipeline.audit: error: {err}", file=sys.stderr)

@@ -20,6 +20,10 @@ from pipeline.evaluation.figures import save_figure
 
 AUDIT_JSON, AUDIT_MD, FIGURES = "audit.json", "audit.md", "figures"
 TABLE_ROWS = 15
+EXCESS = "excess_flip_rate"
+EXCESS_SHIFT = "excess_shift"
+THRESHOLDS = {"flip_rate": 0.2, EXCESS: 0.2, EXCESS_SHIFT: 1.0}
+"""Each verdict score's default threshold (docs/audit.md: how they were chosen)."""
 
 
 def _slice(volume: np.ndarray) -> np.ndarray:
@@ -66,57 +70,94 @@ def _number(value, digits: int = 2) -> str:
 
 
 def candidate_table(entries: Sequence[Mapping], rows: int = TABLE_ROWS) -> str:
+    """The first ``rows`` entries as a markdown table (with the control's columns when it has them:
+    the shifts in findings' worth where the labels give them, else the flip rates)."""
+    score = scored_by(entries)
+    extra = {
+        EXCESS_SHIFT: " control's flip rate | shift (findings) | control's shift | shift beyond the control (95% CI) |",
+        EXCESS: " control's flip rate | flips beyond the control (95% CI) |",
+    }.get(score, "")
     lines = [
-        "| # | candidate | kind | region | flip rate (95% CI) | n | ΔTPR | ΔFPR | mean prob. shift | RMS change | excess over the same mark elsewhere |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| # | candidate | kind | region | flip rate (95% CI) | n |" + extra + " ΔTPR | ΔFPR | mean prob. shift | RMS change | excess over the same mark elsewhere |",
+        "| --- " * (11 + extra.count("|")) + "|",
     ]
     for rank, e in enumerate(entries[:rows], 1):
         low, high = e["flip_rate_ci"]
+        cells = ""
+        if score != "flip_rate":
+            interval = e[score + "_ci"]
+            cells = f" {e['control_flip_rate']:.3f} |"
+            if score == EXCESS_SHIFT:
+                cells += f" {_number(e['shift_in_findings'])} | {_number(e['control_shift_in_findings'])} |"
+            cells += f" {_number(e[score], 3)} ({_number(interval[0])} to {_number(interval[1])}) |"
         lines.append(
             f"| {rank} | `{e['name']}` | {e['kind']} | {e['region']} | {e['flip_rate']:.3f} ({low:.2f}-{high:.2f}) "
-            f"| {e['n']} | {_number(e['delta_tpr'])} | {_number(e['delta_fpr'])} | {_number(e['mean_prob_shift'], 3)} "
+            f"| {e['n']} |{cells} {_number(e['delta_tpr'])} | {_number(e['delta_fpr'])} | {_number(e['mean_prob_shift'], 3)} "
             f"| {_number(e.get('change_rms'), 3)} | {_number(e.get('region_excess'), 3)} |"
         )
     return "\n".join(lines)
 
 
-def smallest_sufficient(entries: Sequence[Mapping]) -> Mapping | None:
-    """The suspect: among the candidates that flip as many predictions as the strongest (the upper
-    end of their 95% CI reaches its flip rate), the one that changes the images least
-    (``change_rms``). Many strong changes saturate a model alike; the smallest change that moves it
-    as much as any is the most specific account of what it reads. None without entries."""
+def scored_by(entries: Sequence[Mapping]) -> str:
+    """The verdict's score: with a control (:mod:`pipeline.audit.control`), ``excess_shift`` (the
+    shift beyond the control's in findings' worth) where the images' labels give it, else
+    ``excess_flip_rate``; without one, ``flip_rate``."""
+    for score in (EXCESS_SHIFT, EXCESS):
+        if entries and entries[0].get(score) is not None:
+            return score
+    return "flip_rate"
+
+
+def smallest_sufficient(entries: Sequence[Mapping], score: str = "flip_rate") -> Mapping | None:
+    """The suspect: among the candidates that move the model as much as the strongest (the upper
+    end of their 95% CI of ``score`` reaches the strongest's), the one that changes the images
+    least (``change_rms``). Many strong changes saturate a model alike; the smallest change that
+    moves it as much as any is the most specific account of what it reads. None without entries."""
     if not entries:
         return None
-    top = entries[0]
-    tied = [e for e in entries if e["flip_rate_ci"][1] >= top["flip_rate"] and e.get("change_rms") is not None]
-    return min(tied, key=lambda e: (e["change_rms"], -e["flip_rate"], e["name"])) if tied else top
+    top = max(entries, key=lambda e: e[score])
+    tied = [e for e in entries if e[score + "_ci"][1] >= top[score] and e.get("change_rms") is not None]
+    return min(tied, key=lambda e: (e["change_rms"], -e[score], e["name"])) if tied else top
 
 
-def verdict(entries: Sequence[Mapping], threshold: float) -> dict:
-    """Which candidates move the model beyond ``threshold`` (flip rate), the suspect
-    (:func:`smallest_sufficient`), and the sentence that says so."""
-    over = [e["name"] for e in entries if e["flip_rate"] > threshold]
+SCORE_WORDS = {
+    "flip_rate": ("flip rate", "flip more than {t:.2f} of the predictions", "flips {v:.1%} of the predictions"),
+    EXCESS: ("flip rate beyond the control's", "flip more than {t:.2f} of the predictions beyond the control's",
+             "flips {v:.1%} of the predictions beyond the control's"),
+    EXCESS_SHIFT: ("shift beyond the control's", "move the model more than {t:.2f} findings' worth beyond the control",
+                   "moves the model {v:.2f} findings' worth beyond the control"),
+}  # fmt: skip
+
+
+def verdict(entries: Sequence[Mapping], threshold: float | None = None) -> dict:
+    """Which candidates move the model beyond ``threshold`` (None: :data:`THRESHOLDS` of the
+    score), the suspect (:func:`smallest_sufficient`), and the sentence that says so. The score
+    is :func:`scored_by`'s."""
+    score = scored_by(entries)
+    threshold = THRESHOLDS[score] if threshold is None else threshold
     if not entries:
-        return {"threshold": threshold, "flagged": [], "suspect": None, "text": "No candidates were scanned."}
-    top, suspect = entries[0], smallest_sufficient(entries)
+        return {"threshold": threshold, "score": score, "flagged": [], "suspect": None,
+                "text": "No candidates were scanned."}  # fmt: skip
+    name, flagging, moving = SCORE_WORDS[score]
+    over = [e["name"] for e in entries if e[score] > threshold]
+    top, suspect = max(entries, key=lambda e: e[score]), smallest_sufficient(entries, score)
     if over:
         text = (
-            f"**Suspected shortcut**: {len(over)} candidate(s) flip more than {threshold:.2f} of the predictions. "
-            f"The strongest is `{top['name']}` ({top['kind']}, region {top['region']}): it flips "
-            f"{top['flip_rate']:.1%} of the predictions."
+            f"**Suspected shortcut**: {len(over)} candidate(s) {flagging.format(t=threshold)}. "
+            f"The strongest is `{top['name']}` ({top['kind']}, region {top['region']}): it {moving.format(v=top[score])}."
         )
         if suspect is not top:
             text += (
-                f" The smallest change that flips as many (within the 95% CI) is `{suspect['name']}` "
-                f"({suspect['kind']}, region {suspect['region']}, {suspect['flip_rate']:.1%}, RMS change "
+                f" The smallest change that moves it as much (within the 95% CI) is `{suspect['name']}` "
+                f"({suspect['kind']}, region {suspect['region']}, {name} {suspect[score]:.3f}, RMS change "
                 f"{suspect['change_rms']:.3f} against {top['change_rms']:.3f})."
             )
     else:
         text = (
-            f"**No candidate moves the model beyond the threshold**: the largest flip rate is {top['flip_rate']:.1%} "
-            f"(`{top['name']}`), at most {threshold:.2f}."
+            f"**No candidate moves the model beyond the threshold**: the largest {name} is "
+            f"{top[score]:.3f} (`{top['name']}`), at most {threshold:.2f}."
         )
-    return {"threshold": threshold, "flagged": over, "suspect": suspect["name"], "text": text}
+    return {"threshold": threshold, "score": score, "flagged": over, "suspect": suspect["name"], "text": text}
 
 
 def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
@@ -153,7 +194,32 @@ def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
             "changes when the candidate is added; ΔTPR/ΔFPR: with minus without; probability shift: mean change "
             "of P(class 1).",
             "",
-            candidate_table(audit["candidates"]),
+        ]
+        control = audit.get("control") or {}
+        if control.get("auc") is not None:
+            how = {
+                "head": "a new linear head on the model's own features (the input of its last linear layer), "
+                        "a logistic regression fitted on these images' labels",
+                "retrain": "the model's architecture trained afresh on these images' labels",
+            }[control["kind"]]  # fmt: skip
+            lines += [
+                f"**The control** ({how}; {control['folds']}-fold cross-fitted, each image scored by a control "
+                f"that never saw it; AUC {control['auc']:.3f}) reads only what these labels say: a candidate "
+                "that looks like the finding moves it too. A shift is the mean change of the log-odds in "
+                "findings' worth (divided by how far the model's, or the control's, log-odds set the labelled "
+                "positives from the negatives); the verdict reads the model's shift beyond the control's, and the "
+                "table is sorted by it (`audit.json`: by flip rate). A shortcut that these images themselves "
+                "carry with their labels is read by the control too, and hidden here.",
+                "",
+            ]
+        elif control.get("reason"):
+            lines += [f"{control['reason'].capitalize()}: the verdict reads the raw flip rate.", ""]
+        score = audit["verdict"].get("score", "flip_rate")
+        ordered = audit["candidates"] if score == "flip_rate" else sorted(
+            audit["candidates"], key=lambda e: (-e[score], e["name"])
+        )
+        lines += [
+            candidate_table(ordered),
             "",
             f"All {len(audit['candidates'])} candidates are in `audit.json`.",
             "",

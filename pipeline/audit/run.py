@@ -12,17 +12,25 @@ import numpy as np
 import torch
 
 from pipeline.audit.candidates import candidate_library
+from pipeline.audit.control import CONTROLS, fit_head_control, fit_retrained_control
 from pipeline.audit.data import UNLABELLED, AuditImages, load_images
 from pipeline.audit.model import AuditModel, load_audit_model
 from pipeline.audit.occlusion import class_occlusion_maps, region_shares
-from pipeline.audit.report import FIGURES, candidates_figure, occlusion_figure, verdict, write_report
+from pipeline.audit.report import (
+    FIGURES,
+    THRESHOLDS,
+    candidates_figure,
+    occlusion_figure,
+    verdict,
+    write_report,
+)
 from pipeline.audit.scan import add_artifact, scan
 from pipeline.audit.suspected import audit_artifact, parse_artifact
 
 logger = logging.getLogger(__name__)
 
-FLIP_THRESHOLD = 0.2
-"""A candidate that flips more predictions than this is flagged (docs/audit.md: how it was chosen)."""
+FLIP_THRESHOLD = THRESHOLDS["flip_rate"]
+"""Without a control, a candidate that flips more predictions than this is flagged (docs/audit.md)."""
 TOP_FIGURE = 4
 EXAMPLES = 2
 
@@ -33,12 +41,15 @@ def audit_model(
     out_dir: str | Path,
     artifact: Mapping | None = None,
     do_scan: bool = True,
-    threshold: float = FLIP_THRESHOLD,
+    threshold: float | None = None,
     screen_images: int | None = 200,
     confirm: int = 8,
     occlusion_per_class: int = 24,
     families: Sequence[str] | None = None,
     depth_cells: int = 3,
+    control: str = "head",
+    control_epochs: int = 30,
+    control_learning_rate: float | None = None,
     progress: bool = True,
 ) -> dict:
     """Audit ``model`` on ``data``; writes ``audit.json``, ``audit.md`` and figures into ``out_dir``.
@@ -47,12 +58,20 @@ def audit_model(
         artifact: a suspected artifact (transform config), audited pair by pair; None: none.
         do_scan: rank the candidate library (:mod:`pipeline.audit.candidates`) and compute the
             occlusion maps.
-        threshold: flip rate above which a candidate is flagged.
+        threshold: the verdict's score above which a candidate is flagged (None: the score's
+            default, :data:`pipeline.audit.report.THRESHOLDS`).
         screen_images, confirm: see :func:`pipeline.audit.scan.scan`.
         occlusion_per_class: images per class for the occlusion maps.
         families: candidate families to scan (default all).
         depth_cells: in 3D, 3 (a 3x3x3 grid of localized candidates) or 1 (centred in depth);
             see :func:`pipeline.audit.candidates.candidate_library`.
+        control: with a scan, the control each candidate is compared with
+            (:mod:`pipeline.audit.control`): ``head`` (a new linear head on the network's features,
+            fitted on the audited images' labels, cross-fitted), ``retrain`` (the architecture
+            trained afresh on them) or ``none``; without enough labelled images there is none, and
+            the report says so.
+        control_epochs, control_learning_rate: the ``retrain`` control's training (the learning
+            rate: the model config's ``learning_rate``, else 1e-3).
 
     Returns:
         What ``audit.json`` holds.
@@ -90,8 +109,23 @@ def audit_model(
     without = None
     if do_scan:
         library = candidate_library(data.images.shape[2:], families, depth_cells)
+        if control not in CONTROLS:
+            raise ValueError(f"control must be one of {', '.join(CONTROLS)}, got {control!r}")
+        fitted = None
+        if control == "head":
+            fitted, reason = fit_head_control(model.network, data, model.finishing, seed=model.injection_seed)
+        elif control == "retrain":
+            rate = control_learning_rate or model.config.get("learning_rate")
+            rate = float(rate) if isinstance(rate, (int, float)) else 1e-3
+            fitted, reason = fit_retrained_control(model.network, data, model.finishing, epochs=control_epochs,
+                                                   learning_rate=rate, seed=model.injection_seed, progress=progress)  # fmt: skip
+        if control != "none":
+            audit["control"] = (
+                {"kind": control, "reason": reason} if fitted is None
+                else {"kind": control, "auc": round(fitted.auc, 4), "separation": fitted.separation, **fitted.settings}
+            )  # fmt: skip
         entries, without = scan(model.network, data, library, model.finishing, model.injection_seed,
-                                screen_images, confirm, progress=progress)  # fmt: skip
+                                screen_images, confirm, progress=progress, control=fitted)  # fmt: skip
         audit["scan"] = {
             "screen_images": min(screen_images or len(data.ids), len(data.ids)),
             "confirm": confirm,

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.audit.candidates import Candidate, describe
+from pipeline.audit.control import Control, HeadControl, capture_head, excess_effect, finding_separation
 from pipeline.audit.data import UNLABELLED, AuditImages, subsample
 from pipeline.evaluation.metrics import false_positive_rate, true_positive_rate
 from pipeline.evaluation.protocol import flip_rate
@@ -141,32 +142,51 @@ def scan(
     confirm: int = 8,
     batch_size: int = 128,
     progress: bool = True,
+    control: Control | None = None,
 ) -> tuple[list[dict], np.ndarray]:
     """Every candidate's :func:`pair_effect`, sorted by flip rate (then |prob shift|), descending.
 
     Two passes keep the cost down: every candidate is screened on a seeded sub-sample of
-    ``screen_images`` images, then the ``confirm`` candidates that flipped most are measured
-    again on every image. Each entry records ``n`` (its pairs) and the flip rate's 95% CI.
+    ``screen_images`` images, then the ``confirm`` candidates that flipped most (and, with a
+    ``control``, the ``confirm`` of largest excess) are measured again on every image. Each entry
+    records ``n`` (its pairs) and the flip rate's 95% CI; with a ``control``
+    (:mod:`pipeline.audit.control`) also its :func:`pipeline.audit.control.excess_effect`.
 
     Returns:
         (entries: :func:`pipeline.audit.candidates.describe` + :func:`pair_effect` + ``n`` and
         :func:`change_rms` per candidate, the class-1 probabilities of every image without any artifact).
     """
-    without = predict(network, data.images, finishing, batch_size)
     everything = np.arange(len(data.ids))
+
+    def run(images: torch.Tensor, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model's class-1 probabilities and the control's (None without one); a head
+        control reads the features of the same forward pass."""
+        if isinstance(control, HeadControl) and control.network is network:
+            with capture_head(network) as captured:
+                probs = predict(network, images, finishing, batch_size)
+            return probs, control.predict_features(torch.cat(captured).double(), index)
+        probs = predict(network, images, finishing, batch_size)
+        return probs, None if control is None else control.predict(images, index)
+
+    without, control_without = run(data.images, everything)
+    known = data.labels != UNLABELLED
+    separations = (finding_separation(data.labels[known], without[known]), control and control.separation)
     screened = subsample(len(data.ids), screen_images, seed)
 
     def measure(candidate: Candidate, index: np.ndarray) -> dict:
         ids = [data.ids[i] for i in index]
         originals = data.images[torch.as_tensor(index)]
         images = add_artifact(originals, ids, candidate.artifact, seed)
-        with_artifact = predict(network, images, finishing, batch_size)
-        return {
+        with_artifact, control_with = run(images, index)
+        entry = {
             **describe(candidate),
             "n": len(index),
             **pair_effect(ids, data.labels[index], without[index], with_artifact),
             "change_rms": change_rms(originals, images),
         }
+        if control is not None:
+            entry.update(excess_effect(without[index], with_artifact, control_without[index], control_with, separations))
+        return entry
 
     entries = [
         measure(c, screened)
@@ -177,8 +197,12 @@ def scan(
         ranked = sorted(
             range(len(entries)), key=lambda i: (-entries[i]["flip_rate"], -abs(entries[i]["mean_prob_shift"]))
         )
+        chosen = ranked[:confirm]
+        if control is not None:
+            by_excess = sorted(range(len(entries)), key=lambda i: (-entries[i]["excess_flip_rate"], entries[i]["name"]))
+            chosen += [i for i in by_excess[:confirm] if i not in chosen]
         for i in tqdm(
-            ranked[:confirm], desc="confirming the top candidates", unit="candidate", disable=not progress
+            chosen, desc="confirming the top candidates", unit="candidate", disable=not progress
         ):
             entries[i] = measure(by_name[entries[i]["name"]], everything)
     entries.sort(key=lambda e: (-e["flip_rate"], -abs(e["mean_prob_shift"]), e["name"]))

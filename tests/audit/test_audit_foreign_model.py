@@ -59,7 +59,7 @@ def test_a_densenet121_from_a_plain_monai_script_is_audited_from_checkpoint_and_
         assert torch.allclose(model.network(image), net(image))  # the trained weights, not a fresh network
     result = run_audit(tiny_datalist_2d, tmp_path / "audit", checkpoint=checkpoint, configs=[config], artifact=PATCH,
                        families=["patch", "contrast"], screen_images=8, confirm=1, occlusion_per_class=1,
-                       progress=False)  # fmt: skip
+                       control="none", progress=False)  # fmt: skip
     saved = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert len(saved["candidates"]) == 56 and saved["model"]["checkpoint"] == str(checkpoint)
     assert [row["stage"] for row in result["suspected"]["stage_kl"]] == [

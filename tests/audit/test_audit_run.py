@@ -19,7 +19,7 @@ from pipeline.engine.evaluation import evaluation_dataset
 from pipeline.evaluation.protocol import counterfactual_delta_tpr, flip_rate, summarize
 
 FAST = {"families": ["patch", "noise"], "screen_images": 16, "confirm": 2, "occlusion_per_class": 2,
-        "progress": False}  # fmt: skip
+        "control": "none", "progress": False}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,16 @@ def cli(shortcut, out, *extra):
                  "--out", str(out), "--no-progress", *extra])  # fmt: skip
 
 
+def test_the_head_control_is_the_default_and_none_turns_it_off(shortcut, tmp_path):
+    fast = ["--scan", "--families", "noise", "--screen-images", "8", "--confirm", "0"]
+    assert cli(shortcut, tmp_path / "default", *fast) == 0
+    saved = json.loads((tmp_path / "default" / "audit.json").read_text())
+    assert "auc" in saved["control"] or "reason" in saved["control"]
+    assert cli(shortcut, tmp_path / "off", *fast, "--control", "none") == 0
+    saved = json.loads((tmp_path / "off" / "audit.json").read_text())
+    assert "control" not in saved and saved["verdict"]["score"] == "flip_rate"
+
+
 def test_bad_input_gets_a_clear_error(shortcut, tmp_path, capsys):
     datalist, config, checkpoint = shortcut
     assert cli((datalist, config, tmp_path / "none.pt"), tmp_path, "--scan") == 2
@@ -196,8 +206,8 @@ def test_the_suspect_is_the_smallest_change_that_flips_as_many_as_the_strongest(
     assert smallest_sufficient(entries)["name"] == "patch@top_left"
     said = verdict(entries, threshold=0.2)
     assert said["suspect"] == "patch@top_left" and said["flagged"] == ["gamma_0.7", "patch@top_left", "noise_0.01", "blur_0.5"]
-    assert "`gamma_0.7`" in said["text"] and "smallest change that flips as many" in said["text"]
-    assert "`patch@top_left` (localized, region top_left, 86.0%, RMS change 0.070 against 0.100)" in said["text"]
+    assert "`gamma_0.7`" in said["text"] and "smallest change that moves it as much" in said["text"]
+    assert "`patch@top_left` (localized, region top_left, flip rate 0.860, RMS change 0.070 against 0.100)" in said["text"]
     # the strongest is also the smallest of its ties: named once
     alone = verdict([_entry("noise_0.03", 0.75, (0.7, 0.8), 0.03), _entry("gamma_0.7", 0.74, (0.7, 0.8), 0.1)], 0.2)
     assert alone["suspect"] == "noise_0.03" and "smallest change" not in alone["text"]

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from pipeline.audit import FLIP_THRESHOLD
 from pipeline.audit.model import load_audit_model
 from pipeline.bundles import ANALYSES, BUNDLES_ROOT, EXPORTED_ANALYSES, config_files, run_bundle
 
@@ -24,8 +23,9 @@ def test_audit_is_a_workflow_of_every_bundle_merged_after_its_train_config():
         assert files[2].endswith(f"{bundle}/configs/train.yaml")
     parser = ConfigParser()
     parser.read_config(config_files("baseline", "audit"))
-    assert parser.get_parsed_content("audit_threshold") == FLIP_THRESHOLD
+    assert parser.get_parsed_content("audit_threshold") is None
     assert parser.get_parsed_content("audit_artifact") is None and parser["audit_role"] == "test"
+    assert parser["audit_control"] == "head" and parser["audit_control_epochs"] == 30
 
 
 def small_cnn_checkpoint(path):

@@ -176,3 +176,33 @@ def test_the_docs_quote_the_committed_audit_tables():
     results = repo / "benchmarks" / "results"
     assert audit_scenarios.scan_markdown(pd.read_csv(results / "audit_scan.csv")) in docs
     assert audit_scenarios.strengths_markdown(pd.read_csv(results / "audit_strengths.csv")) in docs
+
+
+def test_a_scan_with_a_control_is_scored_by_the_verdicts_score_and_kept_apart(tmp_path):
+    shifted = [dict(e, excess_shift=s) for e, s in zip(ENTRIES, (0.2, 0.1, 1.5, 2.5, 0.0))]
+    audit = {**_audit(shifted, "blur_sigma0.5"), "control": {"kind": "head", "auc": 0.97},
+             "verdict": {"suspect": "blur_sigma0.5", "score": "excess_shift", "threshold": 1.0,
+                         "flagged": ["patch_8px_bright@top", "patch_16px_bright@top_left"]}}  # fmt: skip
+    row = audit_scenarios.score(audit, "localized2d")
+    assert (row["control"], row["control_auc"], row["score"], row["n_flagged"]) == ("head", 0.97, "excess_shift", 2)
+    assert (row["top_score_name"], row["top_score"], row["top_score_is_artifact"]) == ("patch_16px_bright@top_left", 2.5, True)
+    assert (row["best_true_score_rank"], row["best_true_score"]) == (1, 2.5)
+    # a scan without a control keeps the flip rate, and its folder and key
+    plain = audit_scenarios.score(_audit(ENTRIES, "blur_sigma0.5"), "localized2d")
+    assert (plain["control"], plain["score"], plain["top_score_name"]) == ("none", "flip_rate", "blur_sigma1.5")
+    out = audit_scenarios.Path("runs/audit")
+    assert audit_scenarios.audit_folder(out, "localized2d", "erm", 3, "head").name == "localized2d_erm_control-head"
+    assert audit_scenarios.audit_folder(out, "localized3d", "erm", 1, "head").name == "localized3d_erm_depth1_control-head"
+    table = tmp_path / "scan.csv"
+    audit_scenarios.append_rows(table, [{"scenario": "localized2d", "method": "erm", "grid": "3x3"}])  # before controls
+    audit_scenarios.append_rows(table, [{"scenario": "localized2d", "method": "erm", "grid": "3x3", **row,
+                                         "n_candidates": 5, "seconds": 90.0}])  # fmt: skip
+    keys = ("scenario", "method", "grid", "control")
+    assert audit_scenarios.done(table, keys) == {("localized2d", "erm", "3x3", "none"), ("localized2d", "erm", "3x3", "head")}
+    frame = pd.read_csv(table)
+    lines = audit_scenarios.control_markdown(frame).splitlines()
+    assert len(lines) == 3 and lines[2] == (
+        "| localized2d | erm | 3x3 | head (0.970) | shift beyond the control (findings) | 2 of 5 (1) "
+        "| `patch_16px_bright@top_left` 2.50 | yes | 1, 2.50 | 90 |"
+    )
+    assert len(audit_scenarios.without_control(frame)) == 1
