@@ -175,6 +175,7 @@ def test_the_docs_quote_the_committed_audit_tables():
     docs = (repo / "docs" / "audit.md").read_text()
     results = repo / "benchmarks" / "results"
     assert audit_scenarios.scan_markdown(pd.read_csv(results / "audit_scan.csv")) in docs
+    assert audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan.csv")) in docs
     assert audit_scenarios.strengths_markdown(pd.read_csv(results / "audit_strengths.csv")) in docs
 
 
