@@ -132,6 +132,7 @@ def audit_model(
             "depth_cells": depth_cells if data.images.ndim == 5 else None,
         }
         audit["verdict"] = verdict(entries, threshold)
+        audit["settings"]["threshold"] = audit["verdict"]["threshold"]  # the score's default when None
         audit["candidates"] = entries
         by_name = {c.name: c for c in library}
         examples = np.arange(min(EXAMPLES, len(data.ids)))

@@ -133,6 +133,7 @@ def test_the_report_sorts_by_the_excess_and_names_the_control(audits):
     saved = json.loads((root / "shortcut" / "audit.json").read_text())
     assert saved["control"]["folds"] == 2 and saved["control"]["auc"] == audit["control"]["auc"]
     assert saved["control"]["kind"] in ("head", "retrain")
+    assert saved["settings"]["threshold"] == saved["verdict"]["threshold"] == THRESHOLDS["excess_shift"]
     text = (root / "shortcut" / "audit.md").read_text()
     assert "The control" in text and "shift beyond the control (95% CI)" in text
     first_row = next(line for line in text.splitlines() if line.startswith("| 1 |"))
