@@ -4,7 +4,10 @@ other, timed, and write the table and the results page from their reports.
 Each run is an experiment config (a name in bundles/common/experiments or a path) with optional
 overrides, in its own output folder, so a run's time is its own. A run is resumable: an
 interrupted one continues (``pipeline.experiment --resume``), a finished one is skipped when its
-row is in the table.
+row is in the table. With ``--resume``, a method that another run under ``--output`` finished with
+the same fingerprint (the same settings, data and upstream models: an ERM and a reference that two
+rows share) is copied instead of trained again (:mod:`pipeline.experiment.reuse`); the row's
+``reused`` column names what came from where, and ``whole_run_timed`` is then false.
 
     python -m benchmarks.scenario_runs --runs benchmarks/configs/scenario_runs.yaml \
         --output runs/scenarios --table benchmarks/results/scenario_runs.csv --page docs/results.md --resume
@@ -29,6 +32,7 @@ from benchmarks.scenario_validity import append_row
 from pipeline.atomic import atomic_path, write_text
 from pipeline.evaluation.protocol import shortcut_verdict
 from pipeline.experiment import ExperimentConfig, run_experiment
+from pipeline.experiment.reuse import reuse_trainings
 
 CORE = ("erm", "reference", "teacher", "distilled")
 # methods that know nothing of the artifact (the student must beat them)
@@ -277,6 +281,16 @@ def replace_rows(table: Path, run: str, rows: Sequence[Mapping[str, Any]]) -> No
         new.to_csv(tmp, index=False, float_format="%.4f")
 
 
+def reused_note(reused: dict[str, str], scenario: str) -> str:
+    """``"erm, reference <- resnet18_localized2d"``: the methods of ``scenario`` copied from other runs."""
+    by_source: dict[str, list[str]] = {}
+    for key, source in reused.items():
+        part, method = key.split("/")
+        if part == scenario:
+            by_source.setdefault(Path(source).name, []).append(method)
+    return "; ".join(f"{', '.join(methods)} <- {source}" for source, methods in by_source.items())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scenario_runs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="benchmarks/configs/scenario_runs.yaml", help="YAML: run name -> experiment settings")
@@ -318,8 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         started = time.monotonic()
         partly_done = Path(config.output).is_dir() and any(Path(config.output).iterdir())
+        # trainings another run of this output folder finished with the same fingerprint are copied, not rerun
+        reused = reuse_trainings(config, sorted(Path(args.output).absolute().glob("*/"))) if args.resume else {}
+        for method, source in reused.items():
+            print(f"{name}: {method} reused from {Path(source).name}", flush=True)
         run_experiment(config, resume=args.resume)
-        rows = [{**row, "whole_run_timed": not partly_done} for row in summary_rows(name, config, time.monotonic() - started)]
+        rows = [
+            {**row, "whole_run_timed": not partly_done and not reused, "reused": reused_note(reused, row["scenario"])}
+            for row in summary_rows(name, config, time.monotonic() - started)
+        ]
         replace_rows(table, name, rows)
         print(f"{name}: {time.monotonic() - started:.0f} s", flush=True)
     if args.page and table.is_file():

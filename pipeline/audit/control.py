@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from monai.transforms import Compose
+from scipy.stats import rankdata
 from torch import nn
 from tqdm import tqdm
 
@@ -63,11 +64,11 @@ class Control:
     settings: dict = field(default_factory=dict)
 
     def predict_fold(self, fold: int, images: torch.Tensor) -> np.ndarray:
-        """Class-1 probabilities of ``images`` by the control of ``fold``."""
+        """Log-odds of class 1 of ``images`` by the control of ``fold``."""
         raise NotImplementedError
 
     def predict(self, images: torch.Tensor, index: np.ndarray) -> np.ndarray:
-        """(len(index),) class-1 probabilities of ``images`` (the audited images at positions
+        """(len(index),) log-odds of class 1 of ``images`` (the audited images at positions
         ``index``, possibly changed), each from the control of its fold."""
         out = np.empty(len(index), dtype=np.float64)
         for k in range(int(self.folds.max()) + 1 if self.folds.size else 0):
@@ -80,7 +81,7 @@ class Control:
         """Set :attr:`auc` and :attr:`separation` from the cross-fitted predictions of the labelled images."""
         index = np.flatnonzero(labels != UNLABELLED)
         predicted = self.predict(images[torch.as_tensor(index)], index)
-        self.auc = auc(labels[index], predicted)
+        self.auc = auc(labels[index], rankdata(predicted) / predicted.size)  # the AUC reads only the order
         self.separation = finding_separation(labels[index], predicted)
 
 
@@ -92,9 +93,9 @@ class RetrainedControl(Control):
     finishing: list = field(default_factory=list)
 
     def predict_fold(self, fold: int, images: torch.Tensor) -> np.ndarray:
-        from pipeline.audit.scan import predict
+        from pipeline.audit.scan import predict_log_odds
 
-        return predict(self.networks[fold], images, self.finishing)
+        return predict_log_odds(self.networks[fold], images, self.finishing)
 
 
 @dataclass
@@ -110,8 +111,9 @@ class HeadControl(Control):
         return self.read(fold, head_features(self.network, images, self.finishing))
 
     def read(self, fold: int, features: torch.Tensor) -> np.ndarray:
-        """Class-1 probabilities of the probe of ``fold`` on head ``features``."""
-        return self.probes[fold].probabilities(features)[:, 1].numpy().astype(np.float64)
+        """Log-odds of class 1 by the probe of ``fold`` on head ``features``."""
+        logits = self.probes[fold].logits(features)
+        return (logits[:, 1] - logits[:, 0]).numpy().astype(np.float64)
 
     def predict_features(self, features: torch.Tensor, index: np.ndarray) -> np.ndarray:
         """As :meth:`predict`, from head features the scan captured while the model ran
@@ -151,10 +153,10 @@ def capture_head(network: nn.Module):
 
 def head_features(network: nn.Module, images: torch.Tensor, finishing: Sequence = (), batch_size: int = 128) -> torch.Tensor:
     """(N, F) float64: the input of :func:`output_layer` for each image (``finishing`` applied first)."""
-    from pipeline.audit.scan import predict
+    from pipeline.audit.scan import predict_log_odds
 
     with capture_head(network) as captured:
-        predict(network, images, finishing, batch_size)
+        predict_log_odds(network, images, finishing, batch_size)
     return torch.cat(captured).double()
 
 
@@ -309,19 +311,13 @@ def fit_retrained_control(
     return control, None
 
 
-def evidence(probs: np.ndarray) -> np.ndarray:
-    """The log-odds of class 1 (the binary logit difference) of class-1 probabilities, clipped at 1e-6."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def finding_separation(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    """How far a model's evidence sets the labelled positives from the negatives: the mean
-    :func:`evidence` of class 1 minus that of class 0 (the finding's worth in the model's own
-    units); None when a class is missing or the model does not separate them."""
+def finding_separation(labels: np.ndarray, log_odds: np.ndarray) -> float | None:
+    """How far a model's log-odds of class 1 set the labelled positives from the negatives: the
+    mean over class 1 minus the mean over class 0 (the finding's worth in the model's own units);
+    None when a class is missing or the model does not separate them."""
     if not ((labels == 0).any() and (labels == 1).any()):
         return None
-    e = evidence(probs)
+    e = np.asarray(log_odds, dtype=np.float64)
     gap = float(e[labels == 1].mean() - e[labels == 0].mean())
     return gap if gap > 0 else None
 
@@ -340,21 +336,21 @@ def excess_effect(
     control_with: np.ndarray,
     separations: tuple[float | None, float | None] = (None, None),
 ) -> dict:
-    """One candidate against the control, on the same images.
+    """One candidate against the control, on the same images, from the log-odds of class 1
+    (the logit difference, unclipped: a prediction is class 1 from log-odds 0) of the model and the
+    control without and with the candidate.
 
     ``control_flip_rate``; ``excess_flip_rate`` (the model's flip rate minus the control's) and
     its 95% CI (``excess_flip_rate_ci``, over the paired per-image differences); with both
     ``separations`` (:func:`finding_separation` of the model and of the control), the shift of
-    the evidence in findings' worth (``shift_in_findings``, ``control_shift_in_findings``: the
-    mean change of the log-odds divided by the model's own separation of the classes) and
+    the log-odds in findings' worth (``shift_in_findings``, ``control_shift_in_findings``: the
+    mean change of the log-odds divided by that reader's own separation of the classes) and
     ``excess_shift`` (with its CI): how many findings' worth more the candidate moves the model
-    than the control, in the model's direction. A candidate that looks like the finding moves a
-    weak and a strong reader of the finding alike in these units; a shortcut moves only the
+    than the control, in the model's direction. A candidate that looks like the finding moves
+    a weak and a strong reader of the finding alike in these units; a shortcut moves only the
     model that learnt it.
     """
-    from pipeline.audit.scan import THRESHOLD
-
-    flips = lambda a, b: ((a >= THRESHOLD) != (b >= THRESHOLD)).astype(np.float64)  # noqa: E731
+    flips = lambda a, b: ((a >= 0) != (b >= 0)).astype(np.float64)  # noqa: E731
     mean, interval = _paired_mean(flips(with_artifact, without) - flips(control_with, control_without))
     effect = {
         "control_flip_rate": float(flips(control_with, control_without).mean()),
@@ -363,8 +359,8 @@ def excess_effect(
     }
     model_gap, control_gap = separations
     if model_gap and control_gap:
-        model_shift = (evidence(with_artifact) - evidence(without)) / model_gap
-        control_shift = (evidence(control_with) - evidence(control_without)) / control_gap
+        model_shift = (np.asarray(with_artifact, np.float64) - without) / model_gap
+        control_shift = (np.asarray(control_with, np.float64) - control_without) / control_gap
         direction = 1.0 if model_shift.mean() >= 0 else -1.0
         excess, excess_interval = _paired_mean(direction * (model_shift - control_shift))
         effect.update({

@@ -57,22 +57,37 @@ def add_artifact(images: torch.Tensor, ids: Sequence[str], artifact: Mapping, se
     return torch.stack([torch.as_tensor(image) for image in changed])
 
 
-def predict(
+def forward(
     network: nn.Module, images: torch.Tensor, finishing: Sequence = (), batch_size: int = 128
-) -> np.ndarray:
-    """(N,) probability of class 1 (softmax of the logits) for preprocessed ``images``, in batches;
-    ``finishing`` (the dictionary transforms after the injection point) is applied per image first."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probability of class 1 (softmax of the logits), float64 log-odds of class 1 (logit 1 minus
+    logit 0, unclipped)), each (N,), for preprocessed ``images`` in batches; ``finishing`` (the
+    dictionary transforms after the injection point) is applied per image first."""
     finish = Compose(list(finishing)) if finishing else None
-    out = []
+    probs, odds = [], []
     network.eval()
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             if finish is not None:
                 batch = torch.stack([torch.as_tensor(finish({"image": x})["image"]) for x in batch])
-            logits = network(batch.as_subclass(torch.Tensor).float())
-            out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+            logits = network(batch.as_subclass(torch.Tensor).float()).float().cpu()
+            probs.append(torch.softmax(logits, dim=1)[:, 1])
+            odds.append(logits[:, 1].double() - logits[:, 0].double())
+    return torch.cat(probs).numpy().astype(np.float64), torch.cat(odds).numpy()
+
+
+def predict(network: nn.Module, images: torch.Tensor, finishing: Sequence = (), batch_size: int = 128) -> np.ndarray:
+    """(N,) probability of class 1 (:func:`forward`)."""
+    return forward(network, images, finishing, batch_size)[0]
+
+
+def predict_log_odds(
+    network: nn.Module, images: torch.Tensor, finishing: Sequence = (), batch_size: int = 128
+) -> np.ndarray:
+    """(N,) log-odds of class 1 (:func:`forward`); the audit's controls compare shifts in these
+    (:func:`pipeline.audit.control.excess_effect`)."""
+    return forward(network, images, finishing, batch_size)[1]
 
 
 def prediction_table(ids: Sequence[str], labels: np.ndarray, probs: np.ndarray, bias: int) -> pd.DataFrame:
@@ -158,26 +173,26 @@ def scan(
     """
     everything = np.arange(len(data.ids))
 
-    def run(images: torch.Tensor, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The model's class-1 probabilities and the control's (None without one); a head
-        control reads the features of the same forward pass."""
+    def run(images: torch.Tensor, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The model's class-1 probabilities and log-odds, and the control's log-odds (None without
+        one); a head control reads the features of the same forward pass."""
         if isinstance(control, HeadControl) and control.network is network:
             with capture_head(network) as captured:
-                probs = predict(network, images, finishing, batch_size)
-            return probs, control.predict_features(torch.cat(captured).double(), index)
-        probs = predict(network, images, finishing, batch_size)
-        return probs, None if control is None else control.predict(images, index)
+                probs, odds = forward(network, images, finishing, batch_size)
+            return probs, odds, control.predict_features(torch.cat(captured).double(), index)
+        probs, odds = forward(network, images, finishing, batch_size)
+        return probs, odds, None if control is None else control.predict(images, index)
 
-    without, control_without = run(data.images, everything)
+    without, odds_without, control_without = run(data.images, everything)
     known = data.labels != UNLABELLED
-    separations = (finding_separation(data.labels[known], without[known]), control and control.separation)
+    separations = (finding_separation(data.labels[known], odds_without[known]), control and control.separation)
     screened = subsample(len(data.ids), screen_images, seed)
 
     def measure(candidate: Candidate, index: np.ndarray) -> dict:
         ids = [data.ids[i] for i in index]
         originals = data.images[torch.as_tensor(index)]
         images = add_artifact(originals, ids, candidate.artifact, seed)
-        with_artifact, control_with = run(images, index)
+        with_artifact, odds_with, control_with = run(images, index)
         entry = {
             **describe(candidate),
             "n": len(index),
@@ -185,7 +200,7 @@ def scan(
             "change_rms": change_rms(originals, images),
         }
         if control is not None:
-            entry.update(excess_effect(without[index], with_artifact, control_without[index], control_with, separations))
+            entry.update(excess_effect(odds_without[index], odds_with, control_without[index], control_with, separations))
         return entry
 
     entries = [

@@ -16,7 +16,6 @@ import torch
 from pipeline.audit.control import (
     HeadControl,
     assign_folds,
-    evidence,
     excess_effect,
     finding_separation,
     fit_head_control,
@@ -141,6 +140,34 @@ def test_the_report_sorts_by_the_excess_and_names_the_control(audits):
     assert f"`{top['name']}`" in first_row
 
 
+def test_the_scan_measures_shifts_in_the_networks_unclipped_log_odds(models):
+    from pipeline.audit.candidates import candidate_library
+    from pipeline.audit.scan import add_artifact, predict_log_odds, scan
+
+    import copy
+
+    from pipeline.audit.control import output_layer
+
+    # the shortcut model with its logits scaled up 20x: as sure of itself as a trained network often is
+    data, net = audit_data(120), copy.deepcopy(models["shortcut"])
+    with torch.no_grad():
+        output_layer(net).weight.mul_(20)
+        output_layer(net).bias.mul_(20)
+    control, _ = fit_head_control(net, data)
+    patch = next(c for c in candidate_library((SIZE, SIZE), ["patch"]) if c.name == "patch_8px_bright@top_left")
+    entry = scan(net, data, [patch], screen_images=None, progress=False, control=control)[0][0]
+    without = predict_log_odds(net, data.images)
+    with_patch = predict_log_odds(net, add_artifact(data.images, data.ids, patch.artifact))
+    separation = without[data.labels == 1].mean() - without[data.labels == 0].mean()
+    assert entry["shift_in_findings"] == pytest.approx((with_patch - without).mean() / separation, rel=1e-6)
+    # the patch drives it far past certainty, beyond what a probability clipped at 1e-6 expresses
+    # (log-odds 13.8): a clip would understate the shift
+    assert np.abs(with_patch).max() > 2 * 13.8
+    assert entry["control_shift_in_findings"] == pytest.approx(
+        (control.predict(add_artifact(data.images, data.ids, patch.artifact), np.arange(120))
+         - control.predict(data.images, np.arange(120))).mean() / control.separation, rel=1e-6)  # fmt: skip
+
+
 def test_every_image_is_scored_by_a_control_that_never_saw_it():
     data = audit_data(120)
     control, reason = fit_retrained_control(network(), data, epochs=2, learning_rate=3e-3, progress=False)
@@ -149,8 +176,9 @@ def test_every_image_is_scored_by_a_control_that_never_saw_it():
     for k, net in enumerate(control.networks):
         index = np.flatnonzero(control.folds == k)
         with torch.no_grad():
-            expected = torch.softmax(net(data.images[torch.as_tensor(index)]), dim=1)[:, 1].numpy()
-        np.testing.assert_allclose(control.predict(data.images[torch.as_tensor(index)], index), expected, rtol=1e-5, atol=1e-6)
+            logits = net(data.images[torch.as_tensor(index)]).double()
+        expected = (logits[:, 1] - logits[:, 0]).numpy()  # the control speaks in log-odds of class 1
+        np.testing.assert_allclose(control.predict(data.images[torch.as_tensor(index)], index), expected, rtol=1e-5, atol=1e-5)
     # the same seed, the same controls
     again, _ = fit_retrained_control(network(), data, epochs=2, learning_rate=3e-3, progress=False)
     every = np.arange(120)
@@ -172,8 +200,9 @@ def test_the_head_control_reads_the_networks_features_with_a_probe_per_fold(mode
     other = np.flatnonzero(control.folds == 1)
     refit = fit_linear_probe(features[torch.as_tensor(other)], data.labels[other])
     mine = np.flatnonzero(control.folds == 0)
+    logits = refit.logits(features[torch.as_tensor(mine)])
     np.testing.assert_allclose(control.predict(data.images[torch.as_tensor(mine)], mine),
-                               refit.probabilities(features[torch.as_tensor(mine)])[:, 1].numpy(), rtol=1e-9)  # fmt: skip
+                               (logits[:, 1] - logits[:, 0]).numpy(), rtol=1e-9)  # fmt: skip
     assert control.auc > 0.9 and control.separation > 0
     # a network whose last linear layer does not give two logits has no head control
     headless = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 3))
@@ -203,10 +232,11 @@ def test_a_fresh_copy_has_the_architecture_and_new_weights():
 
 
 def test_excess_is_the_models_flips_minus_the_controls_on_the_same_images():
-    without = np.array([0.2, 0.2, 0.8, 0.8])
-    with_artifact = np.array([0.7, 0.6, 0.9, 0.3])  # flips images 0, 1, 3
-    control_without = np.array([0.1, 0.9, 0.4, 0.4])
-    control_with = np.array([0.6, 0.9, 0.4, 0.4])  # flips image 0
+    # log-odds of class 1: a prediction is class 1 from 0
+    without = np.array([-1.4, -1.4, 1.4, 1.4])
+    with_artifact = np.array([0.8, 0.4, 2.2, -0.8])  # flips images 0, 1, 3
+    control_without = np.array([-2.2, 2.2, -0.4, -0.4])
+    control_with = np.array([0.4, 2.2, -0.4, -0.4])  # flips image 0
     effect = excess_effect(without, with_artifact, control_without, control_with)
     assert effect["control_flip_rate"] == pytest.approx(0.25)
     assert effect["excess_flip_rate"] == pytest.approx(0.5)
@@ -214,27 +244,26 @@ def test_excess_is_the_models_flips_minus_the_controls_on_the_same_images():
     assert low < 0.5 < high and high - low == pytest.approx(2 * 1.96 * np.std([0, 1, 0, 1], ddof=1) / 2)
 
 
-def probability(log_odds):
-    return 1 / (1 + np.exp(-np.asarray(log_odds, dtype=float)))
-
-
 def test_shifts_are_measured_in_each_models_own_findings_worth():
     labels = np.array([0, 0, 1, 1])
     # the model sets positives 4 log-odds above negatives, the (weaker) control 1
-    assert finding_separation(labels, probability([-2, -2, 2, 2])) == pytest.approx(4)
-    assert finding_separation(labels, probability([0.5, 0.5, -0.5, -0.5])) is None  # separates the wrong way
-    assert finding_separation(np.array([0, 0]), probability([0, 1])) is None
-    np.testing.assert_allclose(evidence(probability([-3.0, 0.0, 3.0])), [-3, 0, 3], atol=1e-9)
-    without, control_without = probability([-2, -2, 2, 2]), probability([-0.5, -0.5, 0.5, 0.5])
+    assert finding_separation(labels, np.array([-2, -2, 2, 2])) == pytest.approx(4)
+    assert finding_separation(labels, np.array([0.5, 0.5, -0.5, -0.5])) is None  # separates the wrong way
+    assert finding_separation(np.array([0, 0]), np.array([0, 1])) is None
+    without, control_without = np.array([-2.0, -2, 2, 2]), np.array([-0.5, -0.5, 0.5, 0.5])
     # a finding-like mark: one finding's worth for both, though the control's log-odds move 4x less
-    same = excess_effect(without, probability([2, 2, 6, 6]), control_without, probability([0.5, 0.5, 1.5, 1.5]), (4.0, 1.0))
+    same = excess_effect(without, np.array([2.0, 2, 6, 6]), control_without, np.array([0.5, 0.5, 1.5, 1.5]), (4.0, 1.0))
     assert same["shift_in_findings"] == pytest.approx(1) and same["control_shift_in_findings"] == pytest.approx(1)
     assert same["excess_shift"] == pytest.approx(0, abs=1e-9)
     # a shortcut moves the model two findings' worth towards class 0 and the control not at all
-    shortcut = excess_effect(without, probability([-10, -10, -6, -6]), control_without, control_without, (4.0, 1.0))
+    shortcut = excess_effect(without, np.array([-10.0, -10, -6, -6]), control_without, control_without, (4.0, 1.0))
     assert shortcut["shift_in_findings"] == pytest.approx(-2) and shortcut["excess_shift"] == pytest.approx(2)
     low, high = shortcut["excess_shift_ci"]
     assert low == pytest.approx(2) and high == pytest.approx(2)  # every image moved alike
+    # log-odds are not clipped: a change far beyond certainty still counts in full (a probability
+    # clipped at 1e-6 would cap the model's shift at 27.6 / 4 and report 3.45 here)
+    beyond = excess_effect(without, np.array([-102.0, -102, -98, -98]), control_without, control_without, (4.0, 1.0))
+    assert beyond["excess_shift"] == pytest.approx(25)
     # without a separation (no labels) only the flip rates are compared
     assert "excess_shift" not in excess_effect(without, without, control_without, control_without, (None, 1.0))
 

@@ -208,3 +208,15 @@ def test_validity_scores_a_model_in_the_network_it_was_trained_with(tmp_path, mo
     (models / "run_settings.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="run_settings.json: expected a JSON object"):
         scenario_validity.trained_network_settings(tmp_path / "localized2d" / "reference")
+
+
+def test_the_reused_column_names_each_scenarios_copied_methods_and_their_run():
+    reused = {
+        "localized2d/erm": "/x/runs/architectures/resnet18_localized2d",
+        "localized2d/reference": "/x/runs/architectures/resnet18_localized2d",
+        "localized2d/source": "/x/runs/architectures/other",
+        "diffuse2d/erm": "/x/runs/architectures/third",
+    }
+    assert scenario_runs.reused_note(reused, "localized2d") == "erm, reference <- resnet18_localized2d; source <- other"
+    assert scenario_runs.reused_note(reused, "diffuse2d") == "erm <- third"
+    assert scenario_runs.reused_note(reused, "localized3d") == "" == scenario_runs.reused_note({}, "localized2d")

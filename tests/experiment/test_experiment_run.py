@@ -273,3 +273,29 @@ def test_a_training_on_a_full_disk_is_one_line_naming_the_step_and_its_log(tiny_
     assert f"could not be written in {erm}" in err and f"its log: {erm / 'log.txt'}" in err
     assert not [p.name for p in (erm / "models").iterdir() if p.suffix == ".pt" or p.name.startswith("tmp")]
     assert not (tmp_path / "out" / ".lock").exists()
+
+
+def test_another_experiment_reuses_the_trainings_it_shares_and_trains_the_rest(tiny_experiment, tmp_path, capsys):
+    from pathlib import Path
+
+    from pipeline.experiment.reuse import REUSED_FROM, reuse_trainings
+
+    config, _ = tiny_experiment
+    # the same ERM; a reference with another seed
+    other = ExperimentConfig(output=str(tmp_path / "other"), methods=["erm", "reference"], settings=dict(config.settings),
+                             method_settings={"reference": {"seed": 7}}, layer_analysis=False, saliency=False)  # fmt: skip
+    copied = reuse_trainings(other, [config.output, tmp_path / "missing"])
+    assert copied == {"localized2d/erm": str(Path(config.output).absolute())}
+    erm = tmp_path / "other" / "localized2d" / "erm"
+    assert json.loads((erm / REUSED_FROM).read_text())["experiment"] == str(Path(config.output).absolute())
+    assert not (tmp_path / "other" / "localized2d" / "reference").exists()
+    run_experiment(other, resume=True)
+    out = capsys.readouterr().out
+    assert "erm (baseline): done before, skipped" in out
+    assert "localized2d reference (baseline): train" in out  # its own seed: trained here
+    reference = tmp_path / "other" / "localized2d" / "reference"
+    assert (reference / "eval" / "metrics.json").is_file() and not (reference / REUSED_FROM).exists()
+    # the copy is the same result: the other experiment's ERM predictions, byte for byte
+    for name in ("eval/metrics.json", "models/model.pt"):
+        assert (erm / name).read_bytes() == (Path(config.output) / "localized2d" / "erm" / name).read_bytes()
+    assert reuse_trainings(other, [config.output]) == {}  # already there with that fingerprint

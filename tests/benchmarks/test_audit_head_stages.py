@@ -1,0 +1,55 @@
+"""The stage probe's pieces: pooled stage features and the head's input from one pass, cross-fitted probes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmarks import audit_head_stages
+from pipeline.audit.control import assign_folds, head_features
+from pipeline.audit.scan import predict_log_odds
+from pipeline.evaluation.linear_probes import fit_linear_probe
+
+
+def network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(3, 5, 3, stride=2, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(5, 2),
+    ).eval()  # fmt: skip
+
+
+def test_one_pass_gives_the_log_odds_the_pooled_stages_and_the_heads_input():
+    net, images = network(), torch.randn(7, 1, 8, 8)
+    odds, features = audit_head_stages.features_and_log_odds(net, images, ["0", "2"], batch_size=3)
+    np.testing.assert_allclose(odds, predict_log_odds(net, images), rtol=1e-6, atol=1e-9)
+    with torch.no_grad():
+        first = net[0](images)
+    np.testing.assert_allclose(features["0"].numpy(), first.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-7)
+    assert features["2"].shape == (7, 5)
+    np.testing.assert_allclose(features["head"].numpy(), head_features(net, images).numpy(), rtol=1e-6)
+    # the hooks are gone afterwards
+    assert not net[0]._forward_hooks and not net[2]._forward_hooks
+
+
+def test_each_image_is_read_by_the_probe_of_its_fold():
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    features = torch.as_tensor(rng.standard_normal((40, 3)) + labels[:, None])
+    folds = assign_folds(labels, 2, 0)
+    probes = [fit_linear_probe(features[torch.as_tensor(folds != k)], labels[folds != k]) for k in (0, 1)]
+    index = np.array([3, 10, 17])
+    out = audit_head_stages.cross_fitted(probes, folds, features[torch.as_tensor(index)], index)
+    for position, i in enumerate(index):
+        logits = probes[folds[i]].logits(features[i : i + 1])
+        assert out[position] == float(logits[0, 1] - logits[0, 0])
+
+
+def test_the_markdown_has_a_row_per_feature():
+    row = {"scenario": "localized2d", "method": "erm", "features": "stage1", "control_auc": 0.61, "n_flagged": 7,
+           "top_name": "contrast_x0.8", "top_score": 17.4, "best_true_name": "patch_4px_bright@top_left",
+           "best_true_rank": 18, "best_true_score": 0.4}  # fmt: skip
+    text = audit_head_stages.markdown(pd.DataFrame([row, {**row, "features": "head"}]))
+    assert "| localized2d | erm | stage1 | 0.610 | 7 of 119 | `contrast_x0.8` 17.40 | `patch_4px_bright@top_left` 18, 0.40 |" in text
+    assert len(text.splitlines()) == 4
