@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from monai.transforms import Compose
 from scipy.stats import rankdata
 
 from benchmarks.audit_scenarios import TRUTH, machine, matches
@@ -38,8 +39,12 @@ HEAD = "head"
 """The audit's own feature: the input of the last linear layer."""
 
 
-def features_and_log_odds(network, images: torch.Tensor, stages: Sequence[str], batch_size: int = 100):
-    """(log-odds of class 1, {stage: (N, C) globally pooled features, ``head``: the last layer's input})."""
+def features_and_log_odds(
+    network, images: torch.Tensor, stages: Sequence[str], finishing: Sequence = (), batch_size: int = 100
+):
+    """(log-odds of class 1, {stage: (N, C) globally pooled features, ``head``: the last layer's input})
+    of preprocessed ``images`` (``finishing``, the transforms after the injection point, applied first)."""
+    finish = Compose(list(finishing)) if finishing else None
     modules = dict(network.named_modules())
     pooled: dict[str, list] = {s: [] for s in stages}
     hooks = [
@@ -50,7 +55,10 @@ def features_and_log_odds(network, images: torch.Tensor, stages: Sequence[str], 
     try:
         with capture_head(network) as head, torch.no_grad():
             for start in range(0, len(images), batch_size):
-                logits = network(images[start : start + batch_size].float()).double()
+                batch = images[start : start + batch_size]
+                if finish is not None:
+                    batch = torch.stack([torch.as_tensor(finish({"image": x})["image"]) for x in batch])
+                logits = network(batch.as_subclass(torch.Tensor).float()).double()
                 odds.append(logits[:, 1] - logits[:, 0])
     finally:
         for hook in hooks:
@@ -73,16 +81,14 @@ def cross_fitted(probes: Sequence, folds: np.ndarray, features: torch.Tensor, in
 def probe_rows(models: Path, scenario: str, method: str, screen: int, seed: int = 0) -> list[dict]:
     started = time.monotonic()
     model = load_audit_model(None, models / scenario / scenario / method)
-    if model.finishing:
-        raise ValueError("this probe reads images without finishing transforms")
     data = load_images(model, model.datalist, "test", 1000, seed, progress=False)
     labels = data.labels
     folds = assign_folds(labels, 2, seed)
-    odds, features = features_and_log_odds(model.network, data.images, model.stages)
+    odds, features = features_and_log_odds(model.network, data.images, model.stages, model.finishing)
     screened = subsample(len(labels), screen, seed)
     images, ids = data.images[torch.as_tensor(screened)], [data.ids[i] for i in screened]
     candidates = candidate_library(data.images.shape[2:], None, 1)
-    changed = [features_and_log_odds(model.network, add_artifact(images, ids, c.artifact, seed), model.stages) for c in candidates]
+    changed = [features_and_log_odds(model.network, add_artifact(images, ids, c.artifact, seed), model.stages, model.finishing) for c in candidates]
     model_gap = finding_separation(labels, odds)
     rows = []
     for name in [*model.stages, HEAD]:

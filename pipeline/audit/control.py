@@ -345,8 +345,10 @@ def excess_effect(
     ``separations`` (:func:`finding_separation` of the model and of the control), the shift of
     the log-odds in findings' worth (``shift_in_findings``, ``control_shift_in_findings``: the
     mean change of the log-odds divided by that reader's own separation of the classes) and
-    ``excess_shift`` (with its CI): how many findings' worth more the candidate moves the model
-    than the control, in the model's direction. A candidate that looks like the finding moves
+    ``excess_shift`` (with its CI): the part of the model's shift, in its direction, that the
+    control's does not explain: the model's shift minus the control's where the control moves the
+    same way, else the model's shift alone (a control moved the other way explains none of it, and
+    the excess is never more than the model moved). A candidate that looks like the finding moves
     a weak and a strong reader of the finding alike in these units; a shortcut moves only the
     model that learnt it.
     """
@@ -362,7 +364,8 @@ def excess_effect(
         model_shift = (np.asarray(with_artifact, np.float64) - without) / model_gap
         control_shift = (np.asarray(control_with, np.float64) - control_without) / control_gap
         direction = 1.0 if model_shift.mean() >= 0 else -1.0
-        excess, excess_interval = _paired_mean(direction * (model_shift - control_shift))
+        explained = control_shift if direction * control_shift.mean() > 0 else np.zeros_like(control_shift)
+        excess, excess_interval = _paired_mean(direction * (model_shift - explained))
         effect.update({
             "shift_in_findings": float(model_shift.mean()),
             "control_shift_in_findings": float(control_shift.mean()),

@@ -207,7 +207,8 @@ def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
                 f"that never saw it; AUC {control['auc']:.3f}) reads only what these labels say: a candidate "
                 "that looks like the finding moves it too. A shift is the mean change of the log-odds in "
                 "findings' worth (divided by how far the model's, or the control's, log-odds set the labelled "
-                "positives from the negatives); the verdict reads the model's shift beyond the control's, and the "
+                "positives from the negatives); the verdict reads the part of the model's shift that the control's does "
+                "not share (the control counts only where it moves the same way), and the "
                 "table is sorted by it (`audit.json`: by flip rate). A shortcut that these images themselves "
                 "carry with their labels is read by the control too, and hidden here.",
                 "",

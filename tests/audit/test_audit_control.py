@@ -141,12 +141,11 @@ def test_the_report_sorts_by_the_excess_and_names_the_control(audits):
 
 
 def test_the_scan_measures_shifts_in_the_networks_unclipped_log_odds(models):
-    from pipeline.audit.candidates import candidate_library
-    from pipeline.audit.scan import add_artifact, predict_log_odds, scan
-
     import copy
 
+    from pipeline.audit.candidates import candidate_library
     from pipeline.audit.control import output_layer
+    from pipeline.audit.scan import add_artifact, predict_log_odds, scan
 
     # the shortcut model with its logits scaled up 20x: as sure of itself as a trained network often is
     data, net = audit_data(120), copy.deepcopy(models["shortcut"])
@@ -260,6 +259,13 @@ def test_shifts_are_measured_in_each_models_own_findings_worth():
     assert shortcut["shift_in_findings"] == pytest.approx(-2) and shortcut["excess_shift"] == pytest.approx(2)
     low, high = shortcut["excess_shift_ci"]
     assert low == pytest.approx(2) and high == pytest.approx(2)  # every image moved alike
+    # a control moved the other way explains none of the model's shift, and adds nothing to it:
+    # the excess is the model's own two findings' worth, not the 2 + 3 between them
+    opposite = excess_effect(without, np.array([-10.0, -10, -6, -6]), control_without, control_without + 3, (4.0, 1.0))
+    assert opposite["control_shift_in_findings"] == pytest.approx(3) and opposite["excess_shift"] == pytest.approx(2)
+    # part of the way: the control explains what it shares
+    part = excess_effect(without, np.array([-10.0, -10, -6, -6]), control_without, control_without - 0.5, (4.0, 1.0))
+    assert part["excess_shift"] == pytest.approx(1.5)
     # log-odds are not clipped: a change far beyond certainty still counts in full (a probability
     # clipped at 1e-6 would cap the model's shift at 27.6 / 4 and report 3.45 here)
     beyond = excess_effect(without, np.array([-102.0, -102, -98, -98]), control_without, control_without, (4.0, 1.0))

@@ -53,3 +53,12 @@ def test_the_markdown_has_a_row_per_feature():
     text = audit_head_stages.markdown(pd.DataFrame([row, {**row, "features": "head"}]))
     assert "| localized2d | erm | stage1 | 0.610 | 7 of 119 | `contrast_x0.8` 17.40 | `patch_4px_bright@top_left` 18, 0.40 |" in text
     assert len(text.splitlines()) == 4
+
+
+def test_the_finishing_transforms_are_applied_before_the_network():
+    from monai.transforms import Lambdad
+
+    net, images = network(), torch.randn(5, 1, 8, 8)
+    doubled = [Lambdad(keys="image", func=lambda x: x * 2)]
+    odds, _ = audit_head_stages.features_and_log_odds(net, images, ["0"], doubled)
+    np.testing.assert_allclose(odds, predict_log_odds(net, images * 2), rtol=1e-6, atol=1e-9)
