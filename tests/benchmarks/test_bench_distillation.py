@@ -72,7 +72,14 @@ def test_targets_are_judged_against_their_limits(tiny_report):
     for target in targets:
         ratio = report["ratios_to_erm"][target["variant"]][target["metric"]]
         assert target["ratio"] == ratio
-        assert target["status"] == ("PASS" if ratio <= target["limit"] else "FAIL")
+        if ratio is None:
+            # a memory growth of ERM's that is zero on this machine (tiny data: nothing grows after the
+            # warm-up) has no ratio; the table says n/a instead of judging it
+            assert target["metric"].endswith("memory_mb") and target["status"] == "n/a"
+        else:
+            assert target["status"] == ("PASS" if ratio <= target["limit"] else "FAIL")
+    # step times always have a ratio
+    assert all(t["ratio"] is not None for t in targets if t["metric"] == "step_ms_median")
     result_lines = [line for line in table.splitlines() if line.rstrip().endswith(("PASS", "FAIL", "n/a"))]
     assert len(result_lines) == len(TARGETS)
     assert all(name in table for name in VARIANTS)
