@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from benchmarks.scenario_validity import append_rows
 from pipeline.atomic import atomic_path
@@ -158,6 +159,13 @@ def control_score(audit: Mapping[str, Any], truth: Mapping[str, str]) -> dict[st
     }  # fmt: skip
 
 
+def training_seed(models: Path, scenario: str, method: str) -> int:
+    """The seed a model was trained with: ``seed`` of the training config its experiment saved
+    (``report/configs/<scenario>_<method>.yaml``; 0, the bundles' default, without one)."""
+    config = models / scenario / "report" / "configs" / f"{scenario}_{method}.yaml"
+    return int((yaml.safe_load(config.read_text()) or {}).get("seed", 0)) if config.is_file() else 0
+
+
 def scan_row(
     models: Path, out: Path, scenario: str, method: str, max_images: int, depth_cells: int = 3, control: str = "none"
 ) -> dict[str, Any]:
@@ -169,7 +177,7 @@ def scan_row(
     seconds = time.monotonic() - started
     return {
         "scenario": scenario, "method": method, "grid": grid(scenario, depth_cells), "seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(), "machine": machine(), "seed": 0,
+        "threads": torch.get_num_threads(), "machine": machine(), "seed": training_seed(models, scenario, method),
         **score(audit, scenario), **experiment_counterfactual(models, scenario, method),
     }  # fmt: skip
 
@@ -233,7 +241,7 @@ def strength_rows(models: Path, scenario: str, method: str, max_images: int) -> 
             "scenario": scenario, "method": method, "candidate": candidate.name, "family": candidate.family,
             "region": candidate.region, "strength": strength(candidate), "n": len(data.ids),
             "flip_rate": effect["flip_rate"], "mean_prob_shift": effect["mean_prob_shift"],
-            "threads": torch.get_num_threads(), "machine": machine(), "seed": 0,
+            "threads": torch.get_num_threads(), "machine": machine(), "seed": training_seed(models, scenario, method),
         })  # fmt: skip
     return rows
 

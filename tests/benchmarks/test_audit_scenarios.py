@@ -176,6 +176,8 @@ def test_the_docs_quote_the_committed_audit_tables():
     results = repo / "benchmarks" / "results"
     assert audit_scenarios.scan_markdown(pd.read_csv(results / "audit_scan.csv")) in docs
     assert audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan.csv")) in docs
+    seed1 = audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan_seed1.csv"))
+    assert "\n".join("  " + line for line in seed1.splitlines()) in docs
     assert audit_scenarios.strengths_markdown(pd.read_csv(results / "audit_strengths.csv")) in docs
 
 
@@ -207,3 +209,13 @@ def test_a_scan_with_a_control_is_scored_by_the_verdicts_score_and_kept_apart(tm
         "| `patch_16px_bright@top_left` 2.50 | yes | 1, 2.50 | 90 |"
     )
     assert len(audit_scenarios.without_control(frame)) == 1
+
+
+def test_a_rows_seed_is_the_one_its_model_was_trained_with(tmp_path):
+    configs = tmp_path / "localized2d" / "report" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "localized2d_erm.yaml").write_text("network_name: small_cnn\nseed: 1\n")
+    assert audit_scenarios.training_seed(tmp_path, "localized2d", "erm") == 1
+    (configs / "localized2d_erm.yaml").write_text("network_name: small_cnn\n")
+    assert audit_scenarios.training_seed(tmp_path, "localized2d", "erm") == 0  # the bundles' default
+    assert audit_scenarios.training_seed(tmp_path, "diffuse2d", "erm") == 0
