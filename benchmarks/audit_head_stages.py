@@ -27,7 +27,7 @@ from scipy.stats import rankdata
 
 from benchmarks.audit_scenarios import TRUTH, machine, matches
 from pipeline.audit.candidates import candidate_library, describe
-from pipeline.audit.control import assign_folds, capture_head, excess_effect, finding_separation
+from pipeline.audit.control import HeadControl, assign_folds, capture_head, excess_effect, finding_separation
 from pipeline.audit.data import load_images, subsample
 from pipeline.audit.model import load_audit_model
 from pipeline.audit.report import THRESHOLDS
@@ -68,16 +68,6 @@ def features_and_log_odds(
     return torch.cat(odds).numpy(), features
 
 
-def cross_fitted(probes: Sequence, folds: np.ndarray, features: torch.Tensor, index: np.ndarray) -> np.ndarray:
-    """Log-odds of class 1 of ``features`` (the images at ``index``), each by the probe of its fold."""
-    out = np.empty(len(index))
-    for k, probe in enumerate(probes):
-        rows = np.flatnonzero(folds[index] == k)
-        logits = probe.logits(features[torch.as_tensor(rows)])
-        out[rows] = (logits[:, 1] - logits[:, 0]).numpy()
-    return out
-
-
 def probe_rows(models: Path, scenario: str, method: str, screen: int, seed: int = 0) -> list[dict]:
     started = time.monotonic()
     model = load_audit_model(None, models / scenario / scenario / method)
@@ -92,19 +82,21 @@ def probe_rows(models: Path, scenario: str, method: str, screen: int, seed: int 
     model_gap = finding_separation(labels, odds)
     rows = []
     for name in [*model.stages, HEAD]:
+        # the audit's head control (cross-fitted probes, each image read by the probe of its fold), on these features
         probes = [fit_linear_probe(features[name][torch.as_tensor(np.flatnonzero(folds != k))], labels[folds != k]) for k in (0, 1)]
-        every = np.arange(len(labels))
-        control_odds = cross_fitted(probes, folds, features[name], every)
+        control = HeadControl(folds, "head", probes=probes)
+        control_odds = control.predict_features(features[name], np.arange(len(labels)))
         gaps = (model_gap, finding_separation(labels, control_odds))
         scored = []
         for candidate, (odds_with, feats_with) in zip(candidates, changed):
-            effect = excess_effect(odds[screened], odds_with, control_odds[screened], cross_fitted(probes, folds, feats_with[name], screened), gaps)
+            effect = excess_effect(odds[screened], odds_with, control_odds[screened], control.predict_features(feats_with[name], screened), gaps)
             scored.append({**describe(candidate), "score": effect.get("excess_shift", float("nan"))})
         scored.sort(key=lambda e: -e["score"])
         rank, best = next(((i, e) for i, e in enumerate(scored, 1) if matches(e, TRUTH[scenario])), (None, None))
         rows.append({
             "scenario": scenario, "method": method, "features": name, "threads": torch.get_num_threads(),
             "machine": machine(), "seed": seed, "n_images": len(labels), "n_screened": len(screened),
+            "n_candidates": len(candidates),
             "control_auc": auc(labels, rankdata(control_odds) / len(labels)),
             "n_flagged": sum(e["score"] > THRESHOLDS["excess_shift"] for e in scored),
             "top_name": scored[0]["name"], "top_score": scored[0]["score"],
@@ -121,7 +113,7 @@ def markdown(table: pd.DataFrame) -> str:
     ]
     for r in table.itertuples():
         lines.append(
-            f"| {r.scenario} | {r.method} | {r.features} | {r.control_auc:.3f} | {r.n_flagged} of 119 | "
+            f"| {r.scenario} | {r.method} | {r.features} | {r.control_auc:.3f} | {r.n_flagged} of {r.n_candidates} | "
             f"`{r.top_name}` {r.top_score:.2f} | `{r.best_true_name}` {r.best_true_rank}, {r.best_true_score:.2f} |"
         )
     return "\n".join(lines)

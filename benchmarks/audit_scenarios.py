@@ -47,6 +47,7 @@ from pipeline.audit.data import load_images
 from pipeline.audit.model import load_audit_model
 from pipeline.audit.run import run_audit
 from pipeline.audit.scan import add_artifact, pair_effect, predict
+from pipeline.experiment.plan import saved_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = REPO / "bundles" / "common" / "configs" / "scenarios"
@@ -162,7 +163,7 @@ def control_score(audit: Mapping[str, Any], truth: Mapping[str, str]) -> dict[st
 def training_seed(models: Path, scenario: str, method: str) -> int:
     """The seed a model was trained with: ``seed`` of the training config its experiment saved
     (``report/configs/<scenario>_<method>.yaml``; 0, the bundles' default, without one)."""
-    config = models / scenario / "report" / "configs" / f"{scenario}_{method}.yaml"
+    config = models / scenario / saved_config(scenario, method)
     return int((yaml.safe_load(config.read_text()) or {}).get("seed", 0)) if config.is_file() else 0
 
 

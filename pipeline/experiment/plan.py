@@ -19,6 +19,27 @@ from pipeline.engine.resumable_checkpoint import config_fingerprint
 from pipeline.experiment.catalogue import METHODS
 from pipeline.experiment.config import ExperimentConfig
 
+METHOD_DONE = Path("eval") / "metrics.json"
+"""In a method's folder: written last, once its training and evaluation have finished."""
+METHOD_FINGERPRINT = Path("eval") / "fingerprint.json"
+"""In a method's folder: the :meth:`Fingerprints.method` it was trained with."""
+
+
+def saved_config(scenario: str, method: str) -> Path:
+    """Where in an experiment's folder a method's merged training config is saved (the report's configs)."""
+    return Path("report") / "configs" / f"{scenario}_{method}.yaml"
+
+
+def finished_fingerprint(method_dir: Path) -> str | None:
+    """The fingerprint a method folder finished with (None: not finished, or unreadable)."""
+    try:
+        if not (method_dir / METHOD_DONE).is_file():
+            return None
+        return json.loads((method_dir / METHOD_FINGERPRINT).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 # config ids whose value is a datalist the method reads
 DATALIST_IDS = ("datalist", "source_datalist")
 

@@ -4,32 +4,21 @@ fingerprints of the methods it reads; :class:`pipeline.experiment.plan.Fingerpri
 in instead of trained again, and ``--resume`` then skips it.
 
 The copy is the whole method folder (models, predictions, evaluation, analyses) plus
-``reused_from.json`` naming where it came from; the fingerprint compares paths inside an
+``reused_from.json`` naming where it came from, and the training config the report keeps; the fingerprint compares paths inside an
 experiment relative to its folder, so a copy is the same result.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pipeline.atomic import write_json
 from pipeline.experiment.config import ExperimentConfig
-from pipeline.experiment.plan import Fingerprints
+from pipeline.experiment.plan import Fingerprints, finished_fingerprint, saved_config
 
-DONE = Path("eval") / "metrics.json"
-FINGERPRINT = Path("eval") / "fingerprint.json"
 REUSED_FROM = "reused_from.json"
-
-
-def saved_fingerprint(method_dir: Path) -> str | None:
-    """The fingerprint a finished method folder was trained with (None: not finished, or unreadable)."""
-    try:
-        return json.loads((method_dir / FINGERPRINT).read_text())["fingerprint"] if (method_dir / DONE).is_file() else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def reuse_trainings(
@@ -56,9 +45,9 @@ def reuse_trainings(
         for method in config.methods:
             wanted = fingerprint_of(scenario, method)
             destination = target / scenario / method
-            if saved_fingerprint(destination) == wanted:
+            if finished_fingerprint(destination) == wanted:
                 continue
-            source = next((f for f in folders if saved_fingerprint(f / scenario / method) == wanted), None)
+            source = next((f for f in folders if finished_fingerprint(f / scenario / method) == wanted), None)
             if source is None:
                 continue
             partial = destination.with_name(f".{method}.reusing")
@@ -67,5 +56,9 @@ def reuse_trainings(
             write_json({"experiment": str(source), "fingerprint": wanted}, partial / REUSED_FROM)
             shutil.rmtree(destination, ignore_errors=True)
             partial.rename(destination)
+            config_file = source / saved_config(scenario, method)
+            if config_file.is_file():  # the training config it ran with, for the report
+                (target / saved_config(scenario, method)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(config_file, target / saved_config(scenario, method))
             copied[f"{scenario}/{method}"] = str(source)
     return copied

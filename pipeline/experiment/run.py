@@ -35,7 +35,14 @@ from pipeline.engine.threads import apply_num_threads
 from pipeline.experiment.catalogue import METHODS
 from pipeline.experiment.config import ExperimentConfig, ordered_methods
 from pipeline.experiment.outputs import Recorder, fresh_output
-from pipeline.experiment.plan import Fingerprints, bundle_fingerprints, run_settings
+from pipeline.experiment.plan import (
+    METHOD_DONE,
+    METHOD_FINGERPRINT,
+    Fingerprints,
+    bundle_fingerprints,
+    run_settings,
+    saved_config,
+)
 from pipeline.experiment.report import results_summary, write_report
 
 # the console shows one progress line per method and epoch; the log lines go to LOG_FILE in the
@@ -150,8 +157,8 @@ def _train_and_evaluate(
     """A method's train and evaluate workflows; with ``resume``, skipped when done with the same settings."""
     spec, settings = METHODS[method], run_settings(config, scenario, method)
     settings["config_fingerprint"] = bundle_fingerprints(config, scenario, method)["train"]
-    done = output / scenario / method / "eval" / "metrics.json"
-    fingerprint_file = done.with_name("fingerprint.json")
+    done = output / scenario / method / METHOD_DONE
+    fingerprint_file = output / scenario / method / METHOD_FINGERPRINT
     fingerprint = fingerprints.method(scenario, method)
     if resume and done.is_file():
         if _saved_fingerprint(fingerprint_file) == fingerprint:
@@ -172,7 +179,7 @@ def _train_and_evaluate(
             ran = run_bundle(spec.bundle, workflow, scenario, spec.overrides,
                              {**CONSOLE_SETTINGS, **settings}, log_config=False)  # fmt: skip
         if workflow == "train":
-            _save_config(ran, output / "report" / "configs" / f"{scenario}_{method}.yaml")
+            _save_config(ran, output / saved_config(scenario, method))
         settings = {**settings, "resume": False}
     write_json({"fingerprint": fingerprint}, fingerprint_file)
 

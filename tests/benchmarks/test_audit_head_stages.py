@@ -7,9 +7,8 @@ import pandas as pd
 import torch
 
 from benchmarks import audit_head_stages
-from pipeline.audit.control import assign_folds, head_features
+from pipeline.audit.control import head_features
 from pipeline.audit.scan import predict_log_odds
-from pipeline.evaluation.linear_probes import fit_linear_probe
 
 
 def network() -> torch.nn.Module:
@@ -33,22 +32,9 @@ def test_one_pass_gives_the_log_odds_the_pooled_stages_and_the_heads_input():
     assert not net[0]._forward_hooks and not net[2]._forward_hooks
 
 
-def test_each_image_is_read_by_the_probe_of_its_fold():
-    rng = np.random.default_rng(0)
-    labels = np.arange(40) % 2
-    features = torch.as_tensor(rng.standard_normal((40, 3)) + labels[:, None])
-    folds = assign_folds(labels, 2, 0)
-    probes = [fit_linear_probe(features[torch.as_tensor(folds != k)], labels[folds != k]) for k in (0, 1)]
-    index = np.array([3, 10, 17])
-    out = audit_head_stages.cross_fitted(probes, folds, features[torch.as_tensor(index)], index)
-    for position, i in enumerate(index):
-        logits = probes[folds[i]].logits(features[i : i + 1])
-        assert out[position] == float(logits[0, 1] - logits[0, 0])
-
-
 def test_the_markdown_has_a_row_per_feature():
     row = {"scenario": "localized2d", "method": "erm", "features": "stage1", "control_auc": 0.61, "n_flagged": 7,
-           "top_name": "contrast_x0.8", "top_score": 17.4, "best_true_name": "patch_4px_bright@top_left",
+           "n_candidates": 119, "top_name": "contrast_x0.8", "top_score": 17.4, "best_true_name": "patch_4px_bright@top_left",
            "best_true_rank": 18, "best_true_score": 0.4}  # fmt: skip
     text = audit_head_stages.markdown(pd.DataFrame([row, {**row, "features": "head"}]))
     assert "| localized2d | erm | stage1 | 0.610 | 7 of 119 | `contrast_x0.8` 17.40 | `patch_4px_bright@top_left` 18, 0.40 |" in text
@@ -62,3 +48,11 @@ def test_the_finishing_transforms_are_applied_before_the_network():
     doubled = [Lambdad(keys="image", func=lambda x: x * 2)]
     odds, _ = audit_head_stages.features_and_log_odds(net, images, ["0"], doubled)
     np.testing.assert_allclose(odds, predict_log_odds(net, images * 2), rtol=1e-6, atol=1e-9)
+
+
+def test_the_docs_table_is_what_markdown_renders_from_the_committed_csv():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    table = audit_head_stages.markdown(pd.read_csv(repo / "benchmarks" / "results" / "audit_head_stages.csv"))
+    assert "\n".join("  " + line for line in table.splitlines()) in (repo / "docs" / "audit.md").read_text()

@@ -295,7 +295,10 @@ def test_another_experiment_reuses_the_trainings_it_shares_and_trains_the_rest(t
     assert "localized2d reference (baseline): train" in out  # its own seed: trained here
     reference = tmp_path / "other" / "localized2d" / "reference"
     assert (reference / "eval" / "metrics.json").is_file() and not (reference / REUSED_FROM).exists()
-    # the copy is the same result: the other experiment's ERM predictions, byte for byte
+    # the copy is the same result: the other experiment's ERM metrics and weights, byte for byte
     for name in ("eval/metrics.json", "models/model.pt"):
         assert (erm / name).read_bytes() == (Path(config.output) / "localized2d" / "erm" / name).read_bytes()
+    # and the report keeps the config of every method, the reused one too
+    configs = tmp_path / "other" / "report" / "configs"
+    assert sorted(p.name for p in configs.glob("*.yaml")) == ["localized2d_erm.yaml", "localized2d_reference.yaml"]
     assert reuse_trainings(other, [config.output]) == {}  # already there with that fingerprint
