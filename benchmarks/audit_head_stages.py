@@ -6,10 +6,13 @@ control"). This probe fits the same cross-fitted logistic regression on each nam
 globally pooled features instead, scores every 2D candidate of the library on a seeded sub-sample
 of the test images (log-odds shifts in findings' worth beyond the control, as the audit does), and
 writes, per feature: the control's AUC, the candidates beyond 1.0, the top one and the rank and
-score of the best candidate of the scenario's artifact.
+score of the best candidate of the scenario's artifact. With ``--fit-role teacher`` the regression is
+fitted once on another labelled role of the datalist (the experiment's clean teacher images) instead
+of cross-fitted on the test images: a head that never saw the audited images at all.
 
     python -m benchmarks.audit_head_stages --scenarios localized2d diffuse2d --methods erm reference
     python -m benchmarks.audit_head_stages --markdown
+    python -m benchmarks.audit_head_stages --fit-role teacher --table benchmarks/results/audit_head_teacher.csv
 """
 
 from __future__ import annotations
@@ -68,13 +71,24 @@ def features_and_log_odds(
     return torch.cat(odds).numpy(), features
 
 
-def probe_rows(models: Path, scenario: str, method: str, screen: int, seed: int = 0) -> list[dict]:
+def probe_rows(
+    models: Path, scenario: str, method: str, screen: int, seed: int = 0, fit_role: str | None = None
+) -> list[dict]:
+    """One row per feature of one model; ``fit_role``: fit each feature's probe on that role's
+    images instead of cross-fitting on the test images (module docstring)."""
     started = time.monotonic()
     model = load_audit_model(None, models / scenario / scenario / method)
     data = load_images(model, model.datalist, "test", 1000, seed, progress=False)
     labels = data.labels
-    folds = assign_folds(labels, 2, seed)
     odds, features = features_and_log_odds(model.network, data.images, model.stages, model.finishing)
+    if fit_role is None:
+        folds = assign_folds(labels, 2, seed)
+        fits = [(features, labels, folds != k) for k in (0, 1)]
+    else:  # one probe, fitted on other images, reads every test image
+        folds = np.zeros(len(labels), dtype=np.int64)
+        other = load_images(model, model.datalist, fit_role, None, seed, progress=False)
+        other_features = features_and_log_odds(model.network, other.images, model.stages, model.finishing)[1]
+        fits = [(other_features, other.labels, np.ones(len(other.labels), dtype=bool))]
     screened = subsample(len(labels), screen, seed)
     images, ids = data.images[torch.as_tensor(screened)], [data.ids[i] for i in screened]
     candidates = candidate_library(data.images.shape[2:], None, 1)
@@ -83,7 +97,7 @@ def probe_rows(models: Path, scenario: str, method: str, screen: int, seed: int 
     rows = []
     for name in [*model.stages, HEAD]:
         # the audit's head control (cross-fitted probes, each image read by the probe of its fold), on these features
-        probes = [fit_linear_probe(features[name][torch.as_tensor(np.flatnonzero(folds != k))], labels[folds != k]) for k in (0, 1)]
+        probes = [fit_linear_probe(f[name][torch.as_tensor(np.flatnonzero(rows))], y[rows]) for f, y, rows in fits]
         control = HeadControl(folds, "head", probes=probes)
         control_odds = control.predict_features(features[name], np.arange(len(labels)))
         gaps = (model_gap, finding_separation(labels, control_odds))
@@ -94,7 +108,8 @@ def probe_rows(models: Path, scenario: str, method: str, screen: int, seed: int 
         scored.sort(key=lambda e: -e["score"])
         rank, best = next(((i, e) for i, e in enumerate(scored, 1) if matches(e, TRUTH[scenario])), (None, None))
         rows.append({
-            "scenario": scenario, "method": method, "features": name, "threads": torch.get_num_threads(),
+            "scenario": scenario, "method": method, "features": name, "fitted_on": fit_role or "test, cross-fitted",
+            "threads": torch.get_num_threads(),
             "machine": machine(), "seed": seed, "n_images": len(labels), "n_screened": len(screened),
             "n_candidates": len(candidates),
             "control_auc": auc(labels, rankdata(control_odds) / len(labels)),
@@ -125,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=["localized2d", "diffuse2d"], choices=["localized2d", "diffuse2d"])
     parser.add_argument("--methods", nargs="+", default=["erm", "reference"])
     parser.add_argument("--screen-images", type=int, default=300, help="test images each candidate is added to")
+    parser.add_argument("--fit-role", help="fit the probes on this datalist role (e.g. teacher), not cross-fitted on test")
     parser.add_argument("--table", default="benchmarks/results/audit_head_stages.csv")
     parser.add_argument("--markdown", action="store_true", help="print the table's markdown and exit")
     args = parser.parse_args(argv)
@@ -133,7 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(pd.read_csv(table)))
         return 0
     torch.manual_seed(0)
-    rows = [row for s in args.scenarios for m in args.methods for row in probe_rows(Path(args.models), s, m, args.screen_images)]
+    rows = [
+        row
+        for s in args.scenarios
+        for m in args.methods
+        for row in probe_rows(Path(args.models), s, m, args.screen_images, fit_role=args.fit_role)
+    ]
     frame = pd.DataFrame(rows)
     partial = table.with_suffix(".tmp")
     frame.to_csv(partial, index=False, float_format="%.4f")

@@ -56,3 +56,13 @@ def test_the_docs_table_is_what_markdown_renders_from_the_committed_csv():
     repo = Path(__file__).resolve().parents[2]
     table = audit_head_stages.markdown(pd.read_csv(repo / "benchmarks" / "results" / "audit_head_stages.csv"))
     assert "\n".join("  " + line for line in table.splitlines()) in (repo / "docs" / "audit.md").read_text()
+
+
+def test_the_docs_table_of_heads_fitted_on_the_teacher_images_is_the_committed_csv():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    frame = pd.read_csv(repo / "benchmarks" / "results" / "audit_head_teacher.csv")
+    assert set(frame.fitted_on) == {"teacher"}
+    table = audit_head_stages.markdown(frame)
+    assert "\n".join("  " + line for line in table.splitlines()) in (repo / "docs" / "audit.md").read_text()
