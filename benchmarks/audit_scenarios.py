@@ -154,10 +154,20 @@ def control_score(audit: Mapping[str, Any], truth: Mapping[str, str]) -> dict[st
     return {
         "control": control.get("kind", "none"), "control_auc": control.get("auc"), "score": score_name,
         "threshold": verdict.get("threshold"), "n_flagged": len(verdict.get("flagged", [])),
+        "n_flagged_interval": flagged_by_interval(audit["candidates"], score_name, verdict.get("threshold")),
         "top_score_name": ranked[0]["name"], "top_score": ranked[0][score_name],
         "top_score_is_artifact": matches(ranked[0], truth),
         "best_true_score_rank": rank, "best_true_score": None if best_true is None else best_true[score_name],
     }  # fmt: skip
+
+
+def flagged_by_interval(entries: Sequence[Mapping[str, Any]], score_name: str, threshold: float | None) -> int | None:
+    """How many candidates the interval rule flags: the lower end of the score's 95% CI beyond
+    ``threshold`` (benchmarks/configs/audit_models_seed2.yaml); None for a score without an interval
+    or a verdict without a threshold."""
+    if threshold is None or not any(score_name + "_ci" in e for e in entries):
+        return None
+    return sum(e[score_name + "_ci"][0] > threshold for e in entries if e.get(score_name + "_ci") is not None)
 
 
 def training_seed(models: Path, scenario: str, method: str) -> int:
@@ -288,16 +298,18 @@ def control_markdown(table: pd.DataFrame) -> str:
     """The table of the scans with a control (docs/audit.md), rendered from the ``scan`` CSV."""
     lines = [
         "| scenario | model | grid | control (AUC) | verdict's score | candidates flagged (threshold) "
-        "| top by the score | names the artifact | best candidate of the artifact: rank, score | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| flagged by the interval rule | top by the score | names the artifact "
+        "| best candidate of the artifact: rank, score | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = table[table["control"].fillna("none") != "none"] if "control" in table else table.iloc[:0]
     for r in rows.to_dict("records"):
         best = "none" if pd.isna(r["best_true_score_rank"]) else f"{int(r['best_true_score_rank'])}, {r['best_true_score']:.2f}"
         auc = "-" if pd.isna(r["control_auc"]) else f"{r['control_auc']:.3f}"
+        interval = "-" if pd.isna(r.get("n_flagged_interval")) else f"{int(r['n_flagged_interval'])}"
         lines.append(
             f"| {r['scenario']} | {r['method']} | {r['grid']} | {r['control']} ({auc}) | {SCORE_LABELS[r['score']]} "
-            f"| {int(r['n_flagged'])} of {int(r['n_candidates'])} ({r['threshold']:g}) "
+            f"| {int(r['n_flagged'])} of {int(r['n_candidates'])} ({r['threshold']:g}) | {interval} "
             f"| `{r['top_score_name']}` {r['top_score']:.2f} | {'yes' if r['top_score_is_artifact'] else 'no'} "
             f"| {best} | {r['seconds']:.0f} |"
         )

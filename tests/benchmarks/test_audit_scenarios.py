@@ -182,7 +182,8 @@ def test_the_docs_quote_the_committed_audit_tables():
 
 
 def test_a_scan_with_a_control_is_scored_by_the_verdicts_score_and_kept_apart(tmp_path):
-    shifted = [dict(e, excess_shift=s) for e, s in zip(ENTRIES, (0.2, 0.1, 1.5, 2.5, 0.0))]
+    shifts = (0.2, 0.1, 1.5, 2.5, 0.0)
+    shifted = [dict(e, excess_shift=s, excess_shift_ci=[s - 0.6, s + 0.6]) for e, s in zip(ENTRIES, shifts)]
     audit = {**_audit(shifted, "blur_sigma0.5"), "control": {"kind": "head", "auc": 0.97},
              "verdict": {"suspect": "blur_sigma0.5", "score": "excess_shift", "threshold": 1.0,
                          "flagged": ["patch_8px_bright@top", "patch_16px_bright@top_left"]}}  # fmt: skip
@@ -190,6 +191,8 @@ def test_a_scan_with_a_control_is_scored_by_the_verdicts_score_and_kept_apart(tm
     assert (row["control"], row["control_auc"], row["score"], row["n_flagged"]) == ("head", 0.97, "excess_shift", 2)
     assert (row["top_score_name"], row["top_score"], row["top_score_is_artifact"]) == ("patch_16px_bright@top_left", 2.5, True)
     assert (row["best_true_score_rank"], row["best_true_score"]) == (1, 2.5)
+    # the interval rule: only 2.5 (CI 1.9-3.1) has its lower end beyond 1.0; 1.5 (0.9-2.1) does not
+    assert row["n_flagged_interval"] == 1
     # a scan without a control keeps the flip rate, and its folder and key
     plain = audit_scenarios.score(_audit(ENTRIES, "blur_sigma0.5"), "localized2d")
     assert (plain["control"], plain["score"], plain["top_score_name"]) == ("none", "flip_rate", "blur_sigma1.5")
@@ -205,7 +208,7 @@ def test_a_scan_with_a_control_is_scored_by_the_verdicts_score_and_kept_apart(tm
     frame = pd.read_csv(table)
     lines = audit_scenarios.control_markdown(frame).splitlines()
     assert len(lines) == 3 and lines[2] == (
-        "| localized2d | erm | 3x3 | head (0.970) | shift beyond the control (findings) | 2 of 5 (1) "
+        "| localized2d | erm | 3x3 | head (0.970) | shift beyond the control (findings) | 2 of 5 (1) | 1 "
         "| `patch_16px_bright@top_left` 2.50 | yes | 1, 2.50 | 90 |"
     )
     assert len(audit_scenarios.without_control(frame)) == 1
