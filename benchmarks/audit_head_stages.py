@@ -29,6 +29,7 @@ from monai.transforms import Compose
 from scipy.stats import rankdata
 
 from benchmarks.audit_scenarios import TRUTH, machine, matches
+from pipeline.atomic import atomic_path
 from pipeline.audit.candidates import candidate_library, describe
 from pipeline.audit.control import HeadControl, assign_folds, capture_head, excess_effect, finding_separation
 from pipeline.audit.data import load_images, subsample
@@ -156,9 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in probe_rows(Path(args.models), s, m, args.screen_images, fit_role=args.fit_role)
     ]
     frame = pd.DataFrame(rows)
-    partial = table.with_suffix(".tmp")
-    frame.to_csv(partial, index=False, float_format="%.4f")
-    partial.replace(table)
+    with atomic_path(table) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.4f")
     print(markdown(frame))
     return 0
 
