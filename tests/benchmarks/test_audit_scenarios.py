@@ -178,6 +178,8 @@ def test_the_docs_quote_the_committed_audit_tables():
     assert audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan.csv")) in docs
     seed1 = audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan_seed1.csv"))
     assert "\n".join("  " + line for line in seed1.splitlines()) in docs
+    seed2 = audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan_seed2.csv"))
+    assert "\n".join("  " + line for line in seed2.splitlines()) in docs
     assert audit_scenarios.strengths_markdown(pd.read_csv(results / "audit_strengths.csv")) in docs
 
 
