@@ -210,7 +210,10 @@ def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
                 "positives from the negatives); the verdict reads the part of the model's shift that the control's does "
                 "not share (the control counts only where it moves the same way), and the "
                 "table is sorted by it (`audit.json`: by flip rate). A shortcut that these images themselves "
-                "carry with their labels is read by the control too, and hidden here.",
+                "carry with their labels is read by the control too, and hidden here. How far a flag goes: on "
+                "the project's own models the threshold flagged every model that had learnt a shortcut, and "
+                "bias-free 3D models too, under the strongest diffuse changes (docs/audit.md, \"Measured\"); "
+                "test a flagged change with `--artifact` on images where it can be judged before acting on it.",
                 "",
             ]
         elif control.get("reason"):

@@ -135,6 +135,8 @@ def test_the_report_sorts_by_the_excess_and_names_the_control(audits):
     assert saved["settings"]["threshold"] == saved["verdict"]["threshold"] == THRESHOLDS["excess_shift"]
     text = (root / "shortcut" / "audit.md").read_text()
     assert "The control" in text and "shift beyond the control (95% CI)" in text
+    # the report says how far a flag goes and how to test one
+    assert "bias-free 3D models too" in text and "`--artifact`" in text
     first_row = next(line for line in text.splitlines() if line.startswith("| 1 |"))
     top = max(audit["candidates"], key=lambda c: c["excess_shift"])
     assert f"`{top['name']}`" in first_row
