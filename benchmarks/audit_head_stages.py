@@ -28,11 +28,10 @@ import torch
 from monai.transforms import Compose
 from scipy.stats import rankdata
 
-from benchmarks.audit_scenarios import TRUTH, machine, matches
-from pipeline.atomic import atomic_path
+from benchmarks.audit_scenarios import TRUTH, machine, matches, table_command
 from pipeline.audit.candidates import candidate_library, describe
 from pipeline.audit.control import HeadControl, assign_folds, capture_head, excess_effect, finding_separation
-from pipeline.audit.data import load_images, subsample
+from pipeline.audit.data import UNLABELLED, load_images, subsample
 from pipeline.audit.model import load_audit_model
 from pipeline.audit.report import THRESHOLDS
 from pipeline.audit.scan import add_artifact
@@ -89,7 +88,7 @@ def probe_rows(
         folds = np.zeros(len(labels), dtype=np.int64)
         other = load_images(model, model.datalist, fit_role, None, seed, progress=False)
         other_features = features_and_log_odds(model.network, other.images, model.stages, model.finishing)[1]
-        fits = [(other_features, other.labels, np.ones(len(other.labels), dtype=bool))]
+        fits = [(other_features, other.labels, other.labels != UNLABELLED)]  # its labelled images
     screened = subsample(len(labels), screen, seed)
     images, ids = data.images[torch.as_tensor(screened)], [data.ids[i] for i in screened]
     candidates = candidate_library(data.images.shape[2:], None, 1)
@@ -145,22 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default="benchmarks/results/audit_head_stages.csv")
     parser.add_argument("--markdown", action="store_true", help="print the table's markdown and exit")
     args = parser.parse_args(argv)
-    table = Path(args.table)
-    if args.markdown:
-        print(markdown(pd.read_csv(table)))
-        return 0
-    torch.manual_seed(0)
-    rows = [
-        row
-        for s in args.scenarios
-        for m in args.methods
-        for row in probe_rows(Path(args.models), s, m, args.screen_images, fit_role=args.fit_role)
-    ]
-    frame = pd.DataFrame(rows)
-    with atomic_path(table) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.4f")
-    print(markdown(frame))
-    return 0
+    return table_command(
+        Path(args.table), args.markdown, markdown,
+        lambda: [row for s in args.scenarios for m in args.methods
+                 for row in probe_rows(Path(args.models), s, m, args.screen_images, fit_role=args.fit_role)],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

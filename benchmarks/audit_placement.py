@@ -22,20 +22,22 @@ import pandas as pd
 import torch
 import yaml
 
-from benchmarks.audit_scenarios import SCENARIOS, machine, training_seed
-from pipeline.atomic import atomic_path
+from benchmarks.audit_scenarios import SCENARIOS, machine, table_command, training_seed
 from pipeline.audit.data import load_images
 from pipeline.audit.model import load_audit_model
 from pipeline.audit.scan import add_artifact, pair_effect, predict
+from pipeline.transforms.geometry import check_size, resolve_size
 
 SCENARIO = "localized3d"
 AXES = ("0", "1", "2", "all")
 """The offset moves the box along one spatial axis, or along all three at once."""
 
 
-def placements(position: Sequence[int], size: int, shape: Sequence[int], offsets: Sequence[int]) -> list[tuple[str, int, list[int]]]:
+def placements(
+    position: Sequence[int], box: Sequence[int], shape: Sequence[int], offsets: Sequence[int]
+) -> list[tuple[str, int, list[int]]]:
     """(axis, offset, start) of the box moved by each offset along each of :data:`AXES`, keeping
-    only starts where a ``size`` box fits in ``shape``; the unmoved box once, with axis ``none``."""
+    only starts where the ``box`` (voxels per axis) fits in ``shape``; the unmoved box once, with axis ``none``."""
     out = [("none", 0, list(position))]
     for axis in AXES:
         moved_axes = range(len(shape)) if axis == "all" else [int(axis)]
@@ -43,15 +45,9 @@ def placements(position: Sequence[int], size: int, shape: Sequence[int], offsets
             if offset == 0:
                 continue
             start = [p + offset if a in moved_axes else p for a, p in enumerate(position)]
-            if all(0 <= s <= n - size for s, n in zip(start, shape)):
+            if all(0 <= s <= n - b for s, b, n in zip(start, box, shape)):
                 out.append((axis, offset, start))
     return out
-
-
-def box_side(artifact: dict, shape: Sequence[int]) -> int:
-    """The artifact's box side in voxels (a fraction of the smaller side, as the transforms read it)."""
-    size = artifact["size"]
-    return int(round(size * min(shape))) if isinstance(size, float) else int(size)
 
 
 def placement_rows(models: Path, method: str, offsets: Sequence[int], max_images: int, seed: int = 0) -> list[dict]:
@@ -60,16 +56,16 @@ def placement_rows(models: Path, method: str, offsets: Sequence[int], max_images
     model = load_audit_model(None, model_dir=models / SCENARIO / SCENARIO / method)
     data = load_images(model, model.datalist, "test", max_images, seed, progress=False)
     shape = list(data.images.shape[2:])
-    side = box_side(artifact, shape)
+    box = resolve_size(check_size(artifact["size"]), shape)  # as the transform reads it
     without = predict(model.network, data.images, model.finishing)
     rows = []
-    for axis, offset, start in placements(artifact["position"], side, shape, offsets):
-        moved = {**artifact, "size": [side] * len(shape), "position": start}
+    for axis, offset, start in placements(artifact["position"], box, shape, offsets):
+        moved = {**artifact, "position": start}
         effect = pair_effect(data.ids, data.labels, without,
                              predict(model.network, add_artifact(data.images, data.ids, moved, model.injection_seed), model.finishing))  # fmt: skip
         rows.append({
             "scenario": SCENARIO, "method": method, "axis": axis, "offset": offset, "position": " ".join(map(str, start)),
-            "side": side, "n": len(data.ids), "flip_rate": effect["flip_rate"], "mean_prob_shift": effect["mean_prob_shift"],
+            "box": " ".join(map(str, box)), "n": len(data.ids), "flip_rate": effect["flip_rate"], "mean_prob_shift": effect["mean_prob_shift"],
             "threads": torch.get_num_threads(), "machine": machine(), "seed": training_seed(models, SCENARIO, method),
         })  # fmt: skip
     return rows
@@ -97,16 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default="benchmarks/results/audit_placement.csv")
     parser.add_argument("--markdown", action="store_true", help="print the table's markdown and exit")
     args = parser.parse_args(argv)
-    table = Path(args.table)
-    if args.markdown:
-        print(markdown(pd.read_csv(table)))
-        return 0
-    torch.manual_seed(0)
-    frame = pd.DataFrame([row for m in args.methods for row in placement_rows(Path(args.models), m, args.offsets, args.max_images)])
-    with atomic_path(table) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.4f")
-    print(markdown(frame))
-    return 0
+    return table_command(
+        Path(args.table), args.markdown, markdown,
+        lambda: [row for m in args.methods for row in placement_rows(Path(args.models), m, args.offsets, args.max_images)],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,22 @@ PATCH_LADDER = (1 / 32, 3 / 64, 1 / 16, 3 / 32, 1 / 8, 1 / 4)
 
 def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores"
+
+
+def table_command(
+    table: Path, markdown_only: bool, markdown: Callable[[pd.DataFrame], str], rows: Callable[[], list[dict]]
+) -> int:
+    """The tail of a probe's command: print the committed ``table``'s markdown (``markdown_only``),
+    or measure ``rows()`` (torch seeded 0), write them to ``table`` whole and print their markdown."""
+    if markdown_only:
+        print(markdown(pd.read_csv(table)))
+        return 0
+    torch.manual_seed(0)
+    frame = pd.DataFrame(rows())
+    with atomic_path(table) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.4f")
+    print(markdown(frame))
+    return 0
 
 
 def experiment_counterfactual(models: Path, scenario: str, method: str) -> dict[str, float]:

@@ -10,7 +10,7 @@ from benchmarks import audit_placement
 
 
 def test_placements_move_one_axis_or_all_and_keep_the_box_inside():
-    moved = audit_placement.placements([8, 16, 20], 10, [32, 32, 32], [-1, 1, 3])
+    moved = audit_placement.placements([8, 16, 20], [10, 10, 10], [32, 32, 32], [-1, 1, 3])
     assert moved[0] == ("none", 0, [8, 16, 20])
     assert ("0", -1, [7, 16, 20]) in moved and ("1", 3, [8, 19, 20]) in moved
     assert ("all", 1, [9, 17, 21]) in moved
@@ -20,10 +20,10 @@ def test_placements_move_one_axis_or_all_and_keep_the_box_inside():
     assert len(moved) == 1 + 3 + 3 + 2 + 2
 
 
-def test_the_box_side_reads_a_fraction_of_the_smaller_side_or_voxels():
-    assert audit_placement.box_side({"size": 0.3}, [32, 32, 32]) == 10
-    assert audit_placement.box_side({"size": 0.3}, [64, 40, 64]) == 12
-    assert audit_placement.box_side({"size": 7}, [32, 32, 32]) == 7
+def test_a_box_of_another_size_per_axis_is_kept_inside_along_each_axis():
+    # a box 4 long on axis 0 and 10 on axis 1 in a 12 x 12 image: axis 0 may move +6, axis 1 only +2
+    moved = audit_placement.placements([2, 0], [4, 10], [12, 12], [3, 6])
+    assert ("0", 6, [8, 0]) in moved and ("1", 3, [2, 3]) not in moved and ("all", 3, [5, 3]) not in moved
 
 
 def test_the_markdown_puts_the_unmoved_flip_rate_in_every_rows_zero_column():
