@@ -38,8 +38,10 @@ CORE = ("erm", "reference", "teacher", "distilled")
 # methods that know nothing of the artifact (the student must beat them)
 ARTIFACT_AGNOSTIC = ("augmentation", "jtt")
 # every baseline that does not know the artifact exactly: also those given bias labels (group
-# methods) or the clean teacher subset (DFR); random_artifact adds the known artifact itself
-WITHOUT_ARTIFACT = (*ARTIFACT_AGNOSTIC, "dfr", "group_balanced", "group_reweight", "group_dro")
+# methods) or the clean teacher subset (DFR, ERM with the clean images); random_artifact adds the known artifact itself
+WITHOUT_ARTIFACT = (*ARTIFACT_AGNOSTIC, "dfr", "group_balanced", "group_reweight", "group_dro", "clean_images")
+# baselines whose own columns a row gains when the run trains them (the controls of a student setting)
+REPORTED_BASELINES = ("clean_images",)
 
 
 def load_runs(path: str | Path) -> dict[str, dict]:
@@ -117,8 +119,25 @@ def summary_rows(name: str, config: ExperimentConfig, seconds: float) -> list[di
             "distilled_flip_rate": claims.get("distilled_flip_rate"),
             "teacher_verdict": claims.get("teacher_verdict"),
             "verdict": claims.get("distilled_verdict"),
+            **{column: value for m in REPORTED_BASELINES if m in config.methods
+               for column, value in baseline_columns(part, m).items()},
         })  # fmt: skip
     return rows
+
+
+def baseline_columns(part: pd.DataFrame, method: str) -> dict[str, float]:
+    """``<method>_bias_inverted_auc``, ``_bias_free_auc`` and ``_cf_delta_tpr`` (TPR with the artifact
+    minus without on the same positives, as the protocol's) from one scenario's results indexed by
+    (method, test set)."""
+
+    def value(test_set: str, column: str) -> float:
+        return float(part.loc[(method, test_set), column]) if (method, test_set) in part.index else float("nan")
+
+    return {
+        f"{method}_bias_inverted_auc": value("bias_inverted", "auc"),
+        f"{method}_bias_free_auc": value("bias_free", "auc"),
+        f"{method}_cf_delta_tpr": value("cf_with", "tpr_bias1") - value("cf_without", "tpr_bias0"),
+    }
 
 
 def markdown_table(table: pd.DataFrame) -> list[str]:

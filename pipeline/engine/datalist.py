@@ -83,6 +83,21 @@ def load_role(datalist: str | Path, role: str, check_files: bool = True) -> list
     return items
 
 
+def with_clean_role(items: Sequence[dict], datalist: str | Path, role: str | None, clean_key: str = "clean") -> list[dict]:
+    """``items`` plus the items of ``role`` marked ``clean_key: True``: images known to be free of
+    the artifact (e.g. the teacher's bias-free set), which the injection passes through unchanged
+    (:class:`pipeline.transforms.ShortcutInjectiond`). Items of ``role`` whose id is already in
+    ``items`` (a teacher drawn from the training list) are left out. ``role`` None: ``items`` as given.
+    """
+    items = list(items)
+    if role is None:
+        return items
+    present = {str(item["id"]) for item in items}
+    extra = [dict(item, **{clean_key: True}) for item in load_role(datalist, role) if str(item["id"]) not in present]
+    logger.info("training items: %d plus %d clean ones of role '%s'", len(items), len(extra), role)
+    return items + extra
+
+
 def _datalist_path(datalist: str | Path) -> Path:
     path = Path(datalist)
     if not path.is_file():

@@ -89,6 +89,7 @@ CATALOGUE: tuple[Method, ...] = (
     _mitigation("group_dro", "bias labels"),
     _mitigation("jtt", upstream=(ERM_MODEL,)),
     _mitigation("dfr", "the clean teacher subset", upstream=(ERM_MODEL,)),
+    _mitigation("clean_images", "the clean teacher subset"),
 )
 
 # in catalogue order, where each method's upstream methods come first

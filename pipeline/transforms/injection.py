@@ -256,6 +256,10 @@ class ShortcutInjectiond(MapTransform):
     the item's own flag, which must agree with the mode ("never": 0, "always": 1): feed it the
     items :meth:`select` returns.
 
+    An item whose ``clean_key`` is true is known to be free of the artifact (e.g. the teacher's
+    bias-free images mixed into a training set: :func:`pipeline.engine.datalist.clean_items`): it
+    passes through unchanged with ``bias`` 0 in every mode (the mark itself is dropped).
+
     Args:
         keys: image keys that get the artifact.
         artifact: see :class:`ShortcutInjection`; None: the data is pre-biased (nothing injected).
@@ -264,10 +268,13 @@ class ShortcutInjectiond(MapTransform):
         label_key: key of the class label (int, or 0-d/1-element array or tensor).
         id_key: key of the sample id (str or int).
         bias_key: key the decision is written to.
+        per_sample_artifact_seed: see :class:`ShortcutInjection`.
+        clean_key: key that marks an item as free of the artifact (never injected, ``bias`` 0).
         allow_missing_keys: skip image keys that are absent instead of raising KeyError.
 
     Raises:
-        ValueError: as :class:`ShortcutInjection`; at call time when the label or id key is missing.
+        ValueError: as :class:`ShortcutInjection`; at call time when the label or id key is missing,
+            or a clean pre-biased item is flagged 1.
     """
 
     def __init__(
@@ -281,9 +288,11 @@ class ShortcutInjectiond(MapTransform):
         id_key: str = "id",
         bias_key: str = "bias",
         per_sample_artifact_seed: bool = True,
+        clean_key: str = "clean",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.clean_key = clean_key
         self.prebiased = artifact is None
         self.mode = check_choice(mode, "mode", MODES)
         self.seed = seed
@@ -302,8 +311,16 @@ class ShortcutInjectiond(MapTransform):
 
         Raises:
             ValueError: the label or id key is missing (injection), the flag is missing or not 0/1,
-                or (pre-biased) it contradicts the mode: items not chosen by :meth:`select`.
+                or (pre-biased) it contradicts the mode: items not chosen by :meth:`select`, or
+                a clean item flagged 1.
         """
+        if item.get(self.clean_key):
+            if self.prebiased and self.bias_key in item and _bias_flag(item, self.bias_key) != 0:
+                raise ValueError(
+                    f"item {item.get(self.id_key, '?')!r} is marked {self.clean_key!r} (free of the artifact) "
+                    f"but has {self.bias_key}=1: a clean role must hold only images without the artifact."
+                )
+            return 0
         if self.prebiased:
             if self.mode == "as_trained" and self.bias_key not in item:
                 return None  # images as stored, shortcut unknown: a user's own data without flags
@@ -322,6 +339,7 @@ class ShortcutInjectiond(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         bias = self.decide_item(d)
+        d.pop(self.clean_key, None)  # recorded as bias 0; batches of clean and other items collate alike
         if bias and not self.prebiased:
             for i, key in enumerate(self.key_iterator(d)):
                 d[key] = self.injection.add_artifact(d[key], d[self.id_key], randomize=i == 0)

@@ -91,3 +91,18 @@ def test_a_single_agnostic_baseline_is_the_best_one(tmp_path):
     (row,) = scenario_runs.summary_rows("aug", config, 1.0)
     assert row["best_agnostic_baseline_auc"] == 0.33
     assert math.isnan(row["reference_bias_inverted_auc"]) and row["measures_shortcut"] is False
+
+
+def test_baseline_columns_read_the_counterfactual_tpr_gap_of_that_method():
+    rows = [
+        {"method": "clean_images", "test_set": "bias_inverted", "auc": 0.67, "tpr_bias1": None, "tpr_bias0": None},
+        {"method": "clean_images", "test_set": "bias_free", "auc": 0.96, "tpr_bias1": None, "tpr_bias0": 0.70},
+        {"method": "clean_images", "test_set": "cf_with", "auc": 0.95, "tpr_bias1": 0.98, "tpr_bias0": None},
+        {"method": "clean_images", "test_set": "cf_without", "auc": 0.96, "tpr_bias1": None, "tpr_bias0": 0.71},
+        {"method": "erm", "test_set": "cf_with", "auc": 0.9, "tpr_bias1": 1.0, "tpr_bias0": None},
+    ]
+    part = pd.DataFrame(rows).set_index(["method", "test_set"])
+    columns = scenario_runs.baseline_columns(part, "clean_images")
+    assert columns["clean_images_bias_inverted_auc"] == 0.67 and columns["clean_images_bias_free_auc"] == 0.96
+    assert columns["clean_images_cf_delta_tpr"] == pytest.approx(0.98 - 0.71)
+    assert all(math.isnan(v) for v in scenario_runs.baseline_columns(part, "jtt").values())

@@ -124,3 +124,22 @@ def test_decisions_and_images_hold_across_dataloader_workers():
                 seen += 1
         assert seen == len(items)
     assert 0 < sum(e["bias"] for e in expected.values()) < len(items)
+
+
+@pytest.mark.parametrize("mode", ["as_trained", "always", "inverted"])
+def test_clean_items_pass_unchanged_with_flag_zero(mode):
+    injection = T.ShortcutInjectiond("image", NOISE, rates=[1.0, 1.0], mode=mode, seed=3)
+    image = smooth_image(2)
+    injected = injection({"image": image, "label": 1, "id": "a"})
+    clean = injection({"image": image, "label": 1, "id": "a", "clean": True})
+    assert injected["bias"] == 1 and not np.allclose(np.asarray(injected["image"]), np.asarray(image))
+    assert clean["bias"] == 0 and clean["image"] is image and "clean" not in clean
+    assert injection.decide_item({"label": 0, "id": "b", "clean": True}) == 0
+    assert injection({"image": image, "label": 1, "id": "a", "clean": False})["bias"] == 1
+
+
+def test_clean_prebiased_item_flagged_one_is_refused():
+    injection = T.ShortcutInjectiond("image", None, mode="as_trained")
+    assert injection.decide_item({"label": 1, "id": "a", "bias": 0, "clean": True}) == 0
+    with pytest.raises(ValueError, match="'a' is marked 'clean'.*bias=1"):
+        injection.decide_item({"label": 1, "id": "a", "bias": 1, "clean": True})
