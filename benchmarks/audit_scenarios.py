@@ -14,7 +14,7 @@ Two tables, each written row by row (``--resume`` skips rows already there):
 The scan never sees :data:`TRUTH`: it only scores the scan's answer.
 
     python -m benchmarks.scenario_runs --runs benchmarks/configs/audit_models.yaml \\
-        --output runs/audit_models --table runs/audit_models.csv --resume
+        --output runs/audit_models --table benchmarks/results/audit_models.csv --resume
     python -m benchmarks.audit_scenarios scan --depth-cells 1 --resume   # 3D candidates centred in depth
     python -m benchmarks.audit_scenarios scan --scenarios localized3d --methods erm reference --resume  # 3x3x3
     python -m benchmarks.audit_scenarios strengths --scenarios localized2d diffuse2d --resume
