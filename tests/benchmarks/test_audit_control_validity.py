@@ -1,0 +1,40 @@
+"""The control-validity probe's pieces: which candidates it examines, the AUC it reads, its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import audit_control_validity as probe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_examined_takes_the_top_and_everything_beyond_the_score_up_to_the_cap():
+    entries = [{"name": n, "excess_shift": s} for n, s in [("a", 0.1), ("b", 2.0), ("c", 0.6), ("d", 0.2), ("e", 0.9)]]
+    entries.append({"name": "no control", "excess_shift": None})
+    assert [e["name"] for e in probe.examined(entries, 0.5, 1, 10)] == ["b", "e", "c"]
+    assert [e["name"] for e in probe.examined(entries, 0.5, 4, 10)] == ["b", "e", "c", "d"]
+    assert [e["name"] for e in probe.examined(entries, 0.5, 1, 2)] == ["b", "e"]
+    assert probe.examined(entries, 5.0, 0, 10) == []
+
+
+def test_ranked_auc_reads_only_the_labelled_images():
+    labels = np.array([0, 1, -1, 0, 1, -1])
+    scores = np.array([0.1, 0.9, 5.0, 0.2, 0.3, -5.0])
+    assert probe.ranked_auc(labels, scores) == pytest.approx(1.0)
+    assert probe.ranked_auc(labels, -scores) == pytest.approx(0.0)
+
+
+def test_the_committed_table_reproduces_each_scans_excess():
+    table = pd.read_csv(REPO / "benchmarks" / "results" / "audit_control_validity.csv")
+    scale = np.maximum(table.excess_shift_scan.abs(), 0.1)
+    assert ((table.excess_shift - table.excess_shift_scan).abs() <= 0.02 * scale).all()
+
+
+def test_the_docs_table_is_what_markdown_renders_from_the_committed_csv():
+    table = probe.markdown(pd.read_csv(REPO / "benchmarks" / "results" / "audit_control_validity.csv"))
+    assert "\n".join("  " + line for line in table.splitlines()) in (REPO / "docs" / "audit.md").read_text()
