@@ -257,7 +257,7 @@ class ShortcutInjectiond(MapTransform):
     items :meth:`select` returns.
 
     An item whose ``clean_key`` is true is known to be free of the artifact (e.g. the teacher's
-    bias-free images mixed into a training set: :func:`pipeline.engine.datalist.clean_items`): it
+    bias-free images mixed into a training set: :func:`pipeline.engine.datalist.with_clean_role`): it
     passes through unchanged with ``bias`` 0 in every mode (the mark itself is dropped).
 
     Args:
