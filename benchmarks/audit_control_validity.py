@@ -17,6 +17,8 @@ mean) with the excess per unit of it (a shortcut moves the model far for a small
     python -m benchmarks.audit_control_validity --models runs/audit_models --audits runs/audit
     python -m benchmarks.audit_control_validity --models runs/audit_models_seed2 --audits runs/audit_seed2 --append
     python -m benchmarks.audit_control_validity --markdown
+    python -m benchmarks.audit_control_validity --naming benchmarks/results/audit_control_validity.csv \\
+        benchmarks/results/audit_control_validity_seed3.csv
 """
 
 from __future__ import annotations
@@ -42,11 +44,18 @@ from benchmarks.audit_scenarios import (
     training_seed,
 )
 from pipeline.audit.candidates import candidate_library
-from pipeline.audit.control import capture_head, excess_effect, finding_separation, fit_head_control
+from pipeline.audit.control import (
+    capture_head,
+    excess_effect,
+    feature_displacement,
+    feature_spread,
+    finding_separation,
+    fit_head_control,
+)
 from pipeline.audit.data import UNLABELLED, load_images, subsample
 from pipeline.audit.model import load_audit_model
 from pipeline.audit.report import THRESHOLDS
-from pipeline.audit.scan import add_artifact, forward
+from pipeline.audit.scan import add_artifact, forward, per_displacement
 from pipeline.evaluation.metrics import auc
 
 
@@ -83,7 +92,7 @@ def validity_rows(models: Path, audits: Path, scenario: str, method: str, from_s
 
     everything = np.arange(len(data.ids))
     odds, control_odds, features = read(data.images, everything)
-    spread = float((features - features.mean(0)).pow(2).sum(1).mean().sqrt())
+    spread = feature_spread(features)
     known = data.labels != UNLABELLED
     separations = (finding_separation(data.labels[known], odds[known]), control.separation)
     library = {c.name: c for c in candidate_library(data.images.shape[2:], None, depth_cells)}
@@ -92,7 +101,7 @@ def validity_rows(models: Path, audits: Path, scenario: str, method: str, from_s
         index = subsample(len(data.ids), entry["n"], seed)
         images = add_artifact(data.images[torch.as_tensor(index)], [data.ids[i] for i in index], library[entry["name"]].artifact, seed)
         odds_with, control_with, features_with = read(images, index)
-        displacement = float((features_with - features[torch.as_tensor(index)]).norm(dim=1).mean()) / spread
+        displacement = feature_displacement(features[torch.as_tensor(index)], features_with, spread)
         effect = excess_effect(odds[index], odds_with, control_odds[index], control_with, separations)
         labels = data.labels[index]
         rows.append({
@@ -104,7 +113,7 @@ def validity_rows(models: Path, audits: Path, scenario: str, method: str, from_s
             "control_auc_scan": audit["control"]["auc"],
             "model_auc": ranked_auc(labels, odds[index]), "model_auc_with": ranked_auc(labels, odds_with),
             "control_auc": ranked_auc(labels, control_odds[index]), "control_auc_with": ranked_auc(labels, control_with),
-            "feature_displacement": displacement, "excess_per_displacement": effect["excess_shift"] / max(displacement, 1e-12),
+            "feature_displacement": displacement, "excess_per_displacement": per_displacement(effect["excess_shift"], displacement),
             "seconds": round(time.monotonic() - started, 1),
         })  # fmt: skip
     return rows
@@ -131,6 +140,30 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def naming_markdown(table: pd.DataFrame) -> str:
+    """Does ranking the flags by excess per displacement name the artifact? One row per ERM model:
+    its examined flags (excess beyond the threshold), the top flag by excess and the top flag by
+    excess per unit of feature displacement (each marked when it is the artifact), and the
+    artifact's best examined candidate."""
+    threshold = THRESHOLDS["excess_shift"]
+    lines = [
+        "| seed | scenario | flags examined | top flag by excess | top flag by excess per displacement | the artifact's best examined: excess, per displacement |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    named = lambda r: f"`{r.candidate}`{' (the artifact)' if r.is_artifact else ''}"  # noqa: E731
+    for (seed, scenario), rows in table[table.method == "erm"].groupby(["seed", "scenario"], sort=False):
+        flags = rows[rows.excess_shift > threshold]
+        by_excess = named(flags.loc[flags.excess_shift.idxmax()]) if len(flags) else "none"
+        by_ratio = named(flags.loc[flags.excess_per_displacement.idxmax()]) if len(flags) else "none"
+        artifact = rows[rows.is_artifact]
+        best = artifact.loc[artifact.excess_shift.idxmax()] if len(artifact) else None
+        best_text = "not examined" if best is None else (
+            f"`{best.candidate}` {best.excess_shift:.2f}, {best.excess_per_displacement:.2f}"
+        )  # fmt: skip
+        lines.append(f"| {seed} | {scenario} | {len(flags)} | {by_excess} | {by_ratio} | {best_text} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.audit_control_validity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="runs/audit_models", help="output of an audit_models*.yaml runs file")
@@ -144,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", default="benchmarks/results/audit_control_validity.csv")
     parser.add_argument("--append", action="store_true", help="add the rows to the table's (another seed's models)")
     parser.add_argument("--markdown", action="store_true", help="print the table's markdown and exit")
+    parser.add_argument("--naming", nargs="+", metavar="TABLE",
+                        help="print, from these committed tables, whether the top flag by excess per displacement names the artifact")
     args = parser.parse_args(argv)
+    if args.naming:
+        print(naming_markdown(pd.concat([pd.read_csv(t) for t in args.naming], ignore_index=True)))
+        return 0
     table = Path(args.table)
 
     def rows() -> list[dict]:

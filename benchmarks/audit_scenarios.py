@@ -159,9 +159,10 @@ def score(audit: Mapping[str, Any], scenario: str) -> dict[str, Any]:
 
 
 def control_score(audit: Mapping[str, Any], truth: Mapping[str, str]) -> dict[str, Any]:
-    """A scan with a control: the control's kind and AUC, the verdict's score and threshold, the
-    candidate that moves the model most by that score (and whether it is the artifact), how many
-    are flagged, and the best candidate of the artifact by that score."""
+    """A scan with a control: the control's kind and AUC, the verdict's score, threshold and
+    displacement bound (volumes), the candidate that moves the model most by that score (and
+    whether it is the artifact), how many are flagged (and how many the threshold alone would
+    flag), and the best candidate of the artifact by that score."""
     control = audit.get("control") or {}
     verdict = audit["verdict"]
     score_name = verdict.get("score", "flip_rate")
@@ -169,7 +170,9 @@ def control_score(audit: Mapping[str, Any], truth: Mapping[str, str]) -> dict[st
     rank, best_true = next(((i, e) for i, e in enumerate(ranked, 1) if matches(e, truth)), (None, None))
     return {
         "control": control.get("kind", "none"), "control_auc": control.get("auc"), "score": score_name,
-        "threshold": verdict.get("threshold"), "n_flagged": len(verdict.get("flagged", [])),
+        "threshold": verdict.get("threshold"), "displacement_bound": verdict.get("displacement_bound"),
+        "n_flagged": len(verdict.get("flagged", [])),
+        "n_beyond_threshold": len(verdict.get("flagged", [])) + len(verdict.get("spared", [])),
         "n_flagged_interval": flagged_by_interval(audit["candidates"], score_name, verdict.get("threshold")),
         "top_score_name": ranked[0]["name"], "top_score": ranked[0][score_name],
         "top_score_is_artifact": matches(ranked[0], truth),
@@ -323,9 +326,13 @@ def control_markdown(table: pd.DataFrame) -> str:
         best = "none" if pd.isna(r["best_true_score_rank"]) else f"{int(r['best_true_score_rank'])}, {r['best_true_score']:.2f}"
         auc = "-" if pd.isna(r["control_auc"]) else f"{r['control_auc']:.3f}"
         interval = "-" if pd.isna(r.get("n_flagged_interval")) else f"{int(r['n_flagged_interval'])}"
+        bound = r.get("displacement_bound")
+        rule = f"{r['threshold']:g}" if pd.isna(bound) else (
+            f"{r['threshold']:g}, and {bound:g} per displacement; {int(r['n_beyond_threshold'])} beyond {r['threshold']:g} alone"
+        )  # fmt: skip
         lines.append(
             f"| {r['scenario']} | {r['method']} | {r['grid']} | {r['control']} ({auc}) | {SCORE_LABELS[r['score']]} "
-            f"| {int(r['n_flagged'])} of {int(r['n_candidates'])} ({r['threshold']:g}) | {interval} "
+            f"| {int(r['n_flagged'])} of {int(r['n_candidates'])} ({rule}) | {interval} "
             f"| `{r['top_score_name']}` {r['top_score']:.2f} | {'yes' if r['top_score_is_artifact'] else 'no'} "
             f"| {best} | {r['seconds']:.0f} |"
         )

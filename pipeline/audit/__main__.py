@@ -15,6 +15,7 @@ from typing import Sequence
 
 import yaml
 
+from pipeline.audit.report import VOLUME_DISPLACEMENT_BOUND
 from pipeline.audit.run import FLIP_THRESHOLD, run_audit
 from pipeline.bundles.overrides import parse_setting
 
@@ -102,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the verdict's score that flags a candidate (default: 1.0 findings' worth beyond the head "
         f"control; {FLIP_THRESHOLD} of the predictions flipped, without a control)",
     )
+    parser.add_argument(
+        "--displacement-bound", type=float, default=VOLUME_DISPLACEMENT_BOUND,
+        help="volumes, head control: flag a candidate only when its shift beyond the control per unit of "
+        f"head-feature displacement is beyond this too (default {VOLUME_DISPLACEMENT_BOUND}; 0: the threshold alone)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sub-samples")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -114,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.datalist, args.out, model_dir=args.model, checkpoint=args.checkpoint, configs=args.config,
             bundle=args.bundle, scenario=args.scenario, settings=settings, role=args.role,
             max_images=args.max_images, seed=args.seed, artifact=artifact, progress=not args.no_progress,
-            do_scan=args.scan, threshold=args.threshold, screen_images=args.screen_images, confirm=args.confirm,
+            do_scan=args.scan, threshold=args.threshold, displacement_bound=args.displacement_bound,
+            screen_images=args.screen_images, confirm=args.confirm,
             families=args.families, depth_cells=args.depth_cells, control=args.control,
             control_epochs=args.control_epochs, control_learning_rate=args.control_lr,
         )  # fmt: skip

@@ -160,6 +160,22 @@ def head_features(network: nn.Module, images: torch.Tensor, finishing: Sequence 
     return torch.cat(captured).double()
 
 
+def feature_spread(features: torch.Tensor) -> float:
+    """How far apart the images' head features lie: the root-mean-square distance of each (N, F)
+    feature vector to their mean (0 for identical features)."""
+    centred = features.double() - features.double().mean(dim=0)
+    return float(centred.pow(2).sum(dim=1).mean().sqrt())
+
+
+def feature_displacement(without: torch.Tensor, with_candidate: torch.Tensor, spread: float) -> float:
+    """How far a candidate moves the head features, in units of their spread over the clean images
+    (:func:`feature_spread`): the mean distance between each image's features with and without it,
+    divided by ``spread``. A shortcut moves the model far for a small displacement of its features;
+    a change that takes the images far from the ones the control was fitted on moves them far."""
+    distance = float((with_candidate.double() - without.double()).norm(dim=1).mean())
+    return distance / spread if spread > 0 else float("inf") if distance > 0 else 0.0
+
+
 def fresh_copy(network: nn.Module, seed: int) -> nn.Module:
     """The same architecture with new weights: a deep copy whose every ``reset_parameters`` is
     called under ``seed`` (batch-norm running statistics are reset too)."""

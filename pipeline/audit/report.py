@@ -24,6 +24,11 @@ EXCESS = "excess_flip_rate"
 EXCESS_SHIFT = "excess_shift"
 THRESHOLDS = {"flip_rate": 0.2, EXCESS: 0.2, EXCESS_SHIFT: 1.0}
 """Each verdict score's default threshold (docs/audit.md: how they were chosen)."""
+PER_DISPLACEMENT = "excess_per_displacement"
+VOLUME_DISPLACEMENT_BOUND = 0.70
+"""In volumes, a candidate beyond the ``excess_shift`` threshold is flagged only when its excess per
+unit of head-feature displacement is beyond this too (docs/audit.md, "Per unit of feature
+displacement": bias-free 3D models' accusations reach 0.67, the 3D ERM models' flags 0.74 and more)."""
 
 
 def _slice(volume: np.ndarray) -> np.ndarray:
@@ -71,12 +76,16 @@ def _number(value, digits: int = 2) -> str:
 
 def candidate_table(entries: Sequence[Mapping], rows: int = TABLE_ROWS) -> str:
     """The first ``rows`` entries as a markdown table (with the control's columns when it has them:
-    the shifts in findings' worth where the labels give them, else the flip rates)."""
+    the shifts in findings' worth where the labels give them, else the flip rates; and how far each
+    candidate moves the head features where the scan measured it)."""
     score = scored_by(entries)
     extra = {
         EXCESS_SHIFT: " control's flip rate | shift (findings) | control's shift | shift beyond the control (95% CI) |",
         EXCESS: " control's flip rate | flips beyond the control (95% CI) |",
     }.get(score, "")
+    displaced = score == EXCESS_SHIFT and any(e.get(PER_DISPLACEMENT) is not None for e in entries)
+    if displaced:
+        extra += " head-feature displacement | beyond the control per displacement |"
     lines = [
         "| # | candidate | kind | region | flip rate (95% CI) | n |" + extra + " ΔTPR | ΔFPR | mean prob. shift | RMS change | excess over the same mark elsewhere |",
         "| --- " * (11 + extra.count("|")) + "|",
@@ -90,6 +99,8 @@ def candidate_table(entries: Sequence[Mapping], rows: int = TABLE_ROWS) -> str:
             if score == EXCESS_SHIFT:
                 cells += f" {_number(e['shift_in_findings'])} | {_number(e['control_shift_in_findings'])} |"
             cells += f" {_number(e[score], 3)} ({_number(interval[0])} to {_number(interval[1])}) |"
+            if displaced:
+                cells += f" {_number(e.get('feature_displacement'))} | {_number(e.get(PER_DISPLACEMENT))} |"
         lines.append(
             f"| {rank} | `{e['name']}` | {e['kind']} | {e['region']} | {e['flip_rate']:.3f} ({low:.2f}-{high:.2f}) "
             f"| {e['n']} |{cells} {_number(e['delta_tpr'])} | {_number(e['delta_fpr'])} | {_number(e['mean_prob_shift'], 3)} "
@@ -129,22 +140,45 @@ SCORE_WORDS = {
 }  # fmt: skip
 
 
-def verdict(entries: Sequence[Mapping], threshold: float | None = None) -> dict:
+def verdict(entries: Sequence[Mapping], threshold: float | None = None, displacement_bound: float | None = None) -> dict:
     """Which candidates move the model beyond ``threshold`` (None: :data:`THRESHOLDS` of the
     score), the suspect (:func:`smallest_sufficient`), and the sentence that says so. The score
-    is :func:`scored_by`'s."""
+    is :func:`scored_by`'s.
+
+    With a ``displacement_bound`` (the audit gives :data:`VOLUME_DISPLACEMENT_BOUND` for volumes)
+    and a score of ``excess_shift``, a candidate beyond the threshold is flagged only when its
+    ``excess_per_displacement`` is beyond the bound too; the others are listed as ``spared``.
+    Without that number (no head control) the threshold alone judges, and ``displacement_bound``
+    is None in the result.
+    """
     score = scored_by(entries)
     threshold = THRESHOLDS[score] if threshold is None else threshold
+    applies = score == EXCESS_SHIFT and any(e.get(PER_DISPLACEMENT) is not None for e in entries)
+    bound = displacement_bound if applies else None
     if not entries:
-        return {"threshold": threshold, "score": score, "flagged": [], "suspect": None,
-                "text": "No candidates were scanned."}  # fmt: skip
+        return {"threshold": threshold, "score": score, "displacement_bound": bound, "flagged": [], "spared": [],
+                "suspect": None, "text": "No candidates were scanned."}  # fmt: skip
     name, flagging, moving = SCORE_WORDS[score]
-    over = [e["name"] for e in entries if e[score] > threshold]
-    top, suspect = max(entries, key=lambda e: e[score]), smallest_sufficient(entries, score)
+    beyond = [e for e in entries if e[score] > threshold]
+
+    def far_moved(e: Mapping) -> bool:
+        return bound is None or e.get(PER_DISPLACEMENT) is None or e[PER_DISPLACEMENT] > bound
+
+    over = [e["name"] for e in beyond if far_moved(e)]
+    spared = [e for e in beyond if not far_moved(e)]
+    judged = [e for e in entries if e["name"] in over] or entries
+    top, suspect = max(judged, key=lambda e: e[score]), smallest_sufficient(judged, score)
+    spared_text = (
+        f"{len(spared)} {'more ' if over else ''}candidate(s) move it beyond {threshold:g} but by at most {bound:.2f} "
+        "per unit of head-feature displacement (in volumes, a change that takes the features that far is not held "
+        f"against the model; largest: `{max(spared, key=lambda e: e[score])['name']}`, {max(e[score] for e in spared):.3f})."
+        if spared else ""
+    )  # fmt: skip
     if over:
         text = (
-            f"**Suspected shortcut**: {len(over)} candidate(s) {flagging.format(t=threshold)}. "
-            f"The strongest is `{top['name']}` ({top['kind']}, region {top['region']}): it {moving.format(v=top[score])}."
+            f"**Suspected shortcut**: {len(over)} candidate(s) {flagging.format(t=threshold)}"
+            + (f" and by more than {bound:.2f} per unit of head-feature displacement" if bound is not None else "")
+            + f". The strongest is `{top['name']}` ({top['kind']}, region {top['region']}): it {moving.format(v=top[score])}."
         )
         if suspect is not top:
             text += (
@@ -152,12 +186,16 @@ def verdict(entries: Sequence[Mapping], threshold: float | None = None) -> dict:
                 f"({suspect['kind']}, region {suspect['region']}, {name} {suspect[score]:.3f}, RMS change "
                 f"{suspect['change_rms']:.3f} against {top['change_rms']:.3f})."
             )
+        text += f" {spared_text}" if spared else ""
+    elif spared:
+        text = f"**No candidate is held against the model**: {spared_text}"
     else:
         text = (
             f"**No candidate moves the model beyond the threshold**: the largest {name} is "
             f"{top[score]:.3f} (`{top['name']}`), at most {threshold:.2f}."
         )
-    return {"threshold": threshold, "score": score, "flagged": over, "suspect": suspect["name"], "text": text}
+    return {"threshold": threshold, "score": score, "displacement_bound": bound, "flagged": over,
+            "spared": [e["name"] for e in spared], "suspect": suspect["name"], "text": text}  # fmt: skip
 
 
 def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
@@ -216,6 +254,17 @@ def write_report(out_dir: str | Path, audit: Mapping) -> tuple[Path, Path]:
                 "test a flagged change with `--artifact` on images where it can be judged before acting on it.",
                 "",
             ]
+            bound = audit["verdict"].get("displacement_bound")
+            if bound is not None:
+                lines += [
+                    f"**In volumes** a candidate is flagged only when its shift beyond the control is also more "
+                    f"than {bound:.2f} per unit of head-feature displacement (the mean distance between an image's "
+                    "features with and without it, over the spread of the clean images' features): the strongest "
+                    "diffuse changes take volumes far from those the control was fitted on, where a bias-free "
+                    "model and its control drift apart; a shortcut moves the model far for a small change of its "
+                    "features (docs/audit.md, \"Per unit of feature displacement\").",
+                    "",
+                ]
         elif control.get("reason"):
             lines += [f"{control['reason'].capitalize()}: the verdict reads the raw flip rate.", ""]
         score = audit["verdict"].get("score", "flip_rate")

@@ -19,6 +19,7 @@ from pipeline.audit.occlusion import class_occlusion_maps, region_shares
 from pipeline.audit.report import (
     FIGURES,
     THRESHOLDS,
+    VOLUME_DISPLACEMENT_BOUND,
     candidates_figure,
     occlusion_figure,
     verdict,
@@ -42,6 +43,7 @@ def audit_model(
     artifact: Mapping | None = None,
     do_scan: bool = True,
     threshold: float | None = None,
+    displacement_bound: float | None = VOLUME_DISPLACEMENT_BOUND,
     screen_images: int | None = 200,
     confirm: int = 8,
     occlusion_per_class: int = 24,
@@ -60,6 +62,9 @@ def audit_model(
             occlusion maps.
         threshold: the verdict's score above which a candidate is flagged (None: the score's
             default, :data:`pipeline.audit.report.THRESHOLDS`).
+        displacement_bound: volumes only, with the head control: a candidate beyond ``threshold``
+            is flagged only when its shift beyond the control per unit of head-feature displacement
+            is beyond this too (:func:`pipeline.audit.report.verdict`); None or 0: the threshold alone.
         screen_images, confirm: see :func:`pipeline.audit.scan.scan`.
         occlusion_per_class: images per class for the occlusion maps.
         families: candidate families to scan (default all).
@@ -131,8 +136,10 @@ def audit_model(
             "confirm": confirm,
             "depth_cells": depth_cells if data.images.ndim == 5 else None,
         }
-        audit["verdict"] = verdict(entries, threshold)
+        volumes = data.images.ndim == 5
+        audit["verdict"] = verdict(entries, threshold, (displacement_bound or None) if volumes else None)
         audit["settings"]["threshold"] = audit["verdict"]["threshold"]  # the score's default when None
+        audit["settings"]["displacement_bound"] = audit["verdict"]["displacement_bound"]  # None where not applied
         audit["candidates"] = entries
         by_name = {c.name: c for c in library}
         examples = np.arange(min(EXAMPLES, len(data.ids)))

@@ -21,7 +21,15 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.audit.candidates import Candidate, describe
-from pipeline.audit.control import Control, HeadControl, capture_head, excess_effect, finding_separation
+from pipeline.audit.control import (
+    Control,
+    HeadControl,
+    capture_head,
+    excess_effect,
+    feature_displacement,
+    feature_spread,
+    finding_separation,
+)
 from pipeline.audit.data import UNLABELLED, AuditImages, subsample
 from pipeline.evaluation.metrics import false_positive_rate, true_positive_rate
 from pipeline.evaluation.protocol import flip_rate
@@ -165,7 +173,10 @@ def scan(
     ``screen_images`` images, then the ``confirm`` candidates that flipped most (and, with a
     ``control``, the ``confirm`` of largest excess) are measured again on every image. Each entry
     records ``n`` (its pairs) and the flip rate's 95% CI; with a ``control``
-    (:mod:`pipeline.audit.control`) also its :func:`pipeline.audit.control.excess_effect`.
+    (:mod:`pipeline.audit.control`) also its :func:`pipeline.audit.control.excess_effect`, and
+    with a head control on ``network`` how far the candidate moves the head features
+    (``feature_displacement``, :func:`pipeline.audit.control.feature_displacement`) and
+    ``excess_per_displacement`` (``excess_shift`` over it, where there is an ``excess_shift``).
 
     Returns:
         (entries: :func:`pipeline.audit.candidates.describe` + :func:`pair_effect` + ``n`` and
@@ -173,17 +184,19 @@ def scan(
     """
     everything = np.arange(len(data.ids))
 
-    def run(images: torch.Tensor, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The model's class-1 probabilities and log-odds, and the control's log-odds (None without
-        one); a head control reads the features of the same forward pass."""
+    def run(images: torch.Tensor, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, torch.Tensor | None]:
+        """The model's class-1 probabilities and log-odds, the control's log-odds (None without
+        one) and, with a head control, the head features it read in the same forward pass (else None)."""
         if isinstance(control, HeadControl) and control.network is network:
             with capture_head(network) as captured:
                 probs, odds = forward(network, images, finishing, batch_size)
-            return probs, odds, control.predict_features(torch.cat(captured).double(), index)
+            features = torch.cat(captured).double()
+            return probs, odds, control.predict_features(features, index), features
         probs, odds = forward(network, images, finishing, batch_size)
-        return probs, odds, None if control is None else control.predict(images, index)
+        return probs, odds, None if control is None else control.predict(images, index), None
 
-    without, odds_without, control_without = run(data.images, everything)
+    without, odds_without, control_without, features_without = run(data.images, everything)
+    spread = None if features_without is None else feature_spread(features_without)
     known = data.labels != UNLABELLED
     separations = (finding_separation(data.labels[known], odds_without[known]), control and control.separation)
     screened = subsample(len(data.ids), screen_images, seed)
@@ -192,7 +205,7 @@ def scan(
         ids = [data.ids[i] for i in index]
         originals = data.images[torch.as_tensor(index)]
         images = add_artifact(originals, ids, candidate.artifact, seed)
-        with_artifact, odds_with, control_with = run(images, index)
+        with_artifact, odds_with, control_with, features_with = run(images, index)
         entry = {
             **describe(candidate),
             "n": len(index),
@@ -201,6 +214,11 @@ def scan(
         }
         if control is not None:
             entry.update(excess_effect(odds_without[index], odds_with, control_without[index], control_with, separations))
+        if features_with is not None:
+            displacement = feature_displacement(features_without[torch.as_tensor(index)], features_with, spread)
+            entry["feature_displacement"] = displacement
+            if entry.get("excess_shift") is not None:
+                entry["excess_per_displacement"] = per_displacement(entry["excess_shift"], displacement)
         return entry
 
     entries = [
@@ -222,6 +240,12 @@ def scan(
             entries[i] = measure(by_name[entries[i]["name"]], everything)
     entries.sort(key=lambda e: (-e["flip_rate"], -abs(e["mean_prob_shift"]), e["name"]))
     return with_region_excess(entries), without
+
+
+def per_displacement(excess: float, displacement: float) -> float:
+    """``excess`` per unit of feature ``displacement`` (the displacement floored at 1e-12: a
+    candidate that leaves the features where they were and still moves the model has an unbounded ratio)."""
+    return excess / max(displacement, 1e-12)
 
 
 def with_region_excess(entries: Sequence[Mapping]) -> list[dict]:

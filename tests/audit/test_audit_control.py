@@ -26,7 +26,7 @@ from pipeline.audit.control import (
 )
 from pipeline.audit.data import UNLABELLED, AuditImages
 from pipeline.audit.model import AuditModel
-from pipeline.audit.report import THRESHOLDS, candidate_table, verdict
+from pipeline.audit.report import THRESHOLDS, VOLUME_DISPLACEMENT_BOUND, candidate_table, verdict
 from pipeline.audit.run import audit_model
 
 SIZE = 32
@@ -295,3 +295,33 @@ def test_the_verdict_without_a_control_reads_raw_flip_rates():
     result = verdict(entries, 0.2)
     assert result["score"] == "flip_rate" and result["flagged"] == ["a", "b"] and result["suspect"] == "b"
     assert "control" not in candidate_table(entries)
+
+
+def test_the_scan_records_how_far_each_candidate_moves_the_head_features_and_2d_keeps_the_threshold(models, audits):
+    from pipeline.audit.candidates import candidate_library
+    from pipeline.audit.control import feature_displacement, feature_spread
+    from pipeline.audit.scan import add_artifact, scan
+
+    root, audit = audits[0], audits[1]["shortcut"]
+    if audit["control"]["kind"] == "retrain":
+        # the retrained control reads no head features: no displacement, and the threshold alone judges
+        assert all("feature_displacement" not in c for c in audit["candidates"])
+        assert audit["verdict"]["displacement_bound"] is None
+        return
+    # 2D: the displacement is measured and shown, but the verdict keeps the threshold alone
+    assert audit["verdict"]["displacement_bound"] is None and audit["settings"]["displacement_bound"] is None
+    assert set(audit["verdict"]["flagged"]) == {c["name"] for c in audit["candidates"] if c["excess_shift"] > 1.0}
+    assert "| head-feature displacement |" in (root / "shortcut" / "audit.md").read_text()
+    data, net = audit_data(120), models["shortcut"]
+    control, _ = fit_head_control(net, data)
+    library = [c for c in candidate_library((SIZE, SIZE), ["patch"]) if c.name.endswith("@top_left")]
+    entries = {e["name"]: e for e in scan(net, data, library, screen_images=None, progress=False, control=control)[0]}
+    clean = head_features(net, data.images)
+    for candidate in library:
+        moved = head_features(net, add_artifact(data.images, data.ids, candidate.artifact))
+        entry = entries[candidate.name]
+        assert entry["feature_displacement"] == pytest.approx(feature_displacement(clean, moved, feature_spread(clean)), rel=1e-6)
+        assert entry["excess_per_displacement"] == pytest.approx(entry["excess_shift"] / entry["feature_displacement"], rel=1e-9)
+    # the shortcut's own patch moves the model far for the distance it moves its features
+    bright = entries["patch_8px_bright@top_left"]
+    assert bright["excess_per_displacement"] > VOLUME_DISPLACEMENT_BOUND

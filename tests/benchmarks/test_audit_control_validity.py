@@ -43,3 +43,22 @@ def test_the_docs_table_is_what_markdown_renders_from_the_committed_csv():
 def test_the_docs_table_of_the_fresh_3d_set_is_what_markdown_renders():
     table = probe.markdown(pd.read_csv(REPO / "benchmarks" / "results" / "audit_control_validity_seed3.csv"))
     assert "\n".join("  " + line for line in table.splitlines()) in (REPO / "docs" / "audit.md").read_text()
+
+
+def test_naming_ranks_each_erm_models_flags_by_excess_and_by_excess_per_displacement():
+    rows = [  # (method, candidate, artifact, excess, per displacement)
+        ("erm", "noise_std0.1", True, 9.0, 0.8), ("erm", "text@top", False, 2.0, 3.0), ("erm", "blur", False, 0.6, 9.0),
+        ("reference", "gamma", False, 5.0, 5.0),
+    ]  # fmt: skip
+    frame = pd.DataFrame([{"seed": 0, "scenario": "diffuse3d", "method": m, "candidate": c, "is_artifact": a,
+                           "excess_shift": e, "excess_per_displacement": r} for m, c, a, e, r in rows])  # fmt: skip
+    lines = probe.naming_markdown(frame).splitlines()
+    assert len(lines) == 3  # the reference is not an ERM model
+    # blur is not a flag (0.6): the top by the ratio is among the flags only
+    assert lines[2] == "| 0 | diffuse3d | 2 | `noise_std0.1` (the artifact) | `text@top` | `noise_std0.1` 9.00, 0.80 |"
+
+
+def test_the_docs_naming_table_is_rendered_from_the_committed_tables():
+    tables = [REPO / "benchmarks" / "results" / f for f in ("audit_control_validity.csv", "audit_control_validity_seed3.csv")]
+    table = probe.naming_markdown(pd.concat([pd.read_csv(t) for t in tables], ignore_index=True))
+    assert "\n".join("  " + line for line in table.splitlines()) in (REPO / "docs" / "audit.md").read_text()

@@ -180,6 +180,8 @@ def test_the_docs_quote_the_committed_audit_tables():
     assert "\n".join("  " + line for line in seed1.splitlines()) in docs
     seed2 = audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan_seed2.csv"))
     assert "\n".join("  " + line for line in seed2.splitlines()) in docs
+    seed4 = audit_scenarios.control_markdown(pd.read_csv(results / "audit_scan_seed4.csv"))
+    assert "\n".join("  " + line for line in seed4.splitlines()) in docs
     assert audit_scenarios.strengths_markdown(pd.read_csv(results / "audit_strengths.csv")) in docs
 
 
@@ -214,6 +216,19 @@ def test_a_scan_with_a_control_is_scored_by_the_verdicts_score_and_kept_apart(tm
         "| `patch_16px_bright@top_left` 2.50 | yes | 1, 2.50 | 90 |"
     )
     assert len(audit_scenarios.without_control(frame)) == 1
+
+
+def test_a_volume_scans_row_counts_the_flags_and_what_the_threshold_alone_would_flag():
+    shifted = [dict(e, excess_shift=s, excess_shift_ci=[s - 0.1, s + 0.1]) for e, s in zip(ENTRIES, (0.2, 0.1, 1.5, 3.0, 0.0))]
+    audit = {**_audit(shifted, "blur_sigma0.5"), "control": {"kind": "head", "auc": 0.84},
+             "verdict": {"suspect": "patch_8px_bright@top", "score": "excess_shift", "threshold": 1.0,
+                         "displacement_bound": 0.7, "flagged": ["patch_8px_bright@top"],
+                         "spared": ["patch_16px_bright@top_left"]}}  # fmt: skip
+    row = audit_scenarios.score(audit, "localized3d")
+    assert (row["n_flagged"], row["n_beyond_threshold"], row["displacement_bound"]) == (1, 2, 0.7)
+    line = audit_scenarios.control_markdown(pd.DataFrame([{**row, "scenario": "localized3d", "method": "reference",
+                                                           "grid": "3x3", "n_candidates": 5, "seconds": 200.0}]))  # fmt: skip
+    assert "| 1 of 5 (1, and 0.7 per displacement; 2 beyond 1 alone) |" in line.splitlines()[2]
 
 
 def test_a_rows_seed_is_the_one_its_model_was_trained_with(tmp_path):
