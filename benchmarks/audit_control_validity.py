@@ -51,11 +51,12 @@ from pipeline.audit.control import (
     feature_spread,
     finding_separation,
     fit_head_control,
+    per_displacement,
 )
 from pipeline.audit.data import UNLABELLED, load_images, subsample
 from pipeline.audit.model import load_audit_model
 from pipeline.audit.report import THRESHOLDS
-from pipeline.audit.scan import add_artifact, forward, per_displacement
+from pipeline.audit.scan import add_artifact, forward
 from pipeline.evaluation.metrics import auc
 
 

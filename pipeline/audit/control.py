@@ -176,6 +176,12 @@ def feature_displacement(without: torch.Tensor, with_candidate: torch.Tensor, sp
     return distance / spread if spread > 0 else float("inf") if distance > 0 else 0.0
 
 
+def per_displacement(excess: float, displacement: float) -> float:
+    """``excess`` per unit of feature ``displacement`` (the displacement floored at 1e-12: a
+    candidate that leaves the features where they were and still moves the model has an unbounded ratio)."""
+    return excess / max(displacement, 1e-12)
+
+
 def fresh_copy(network: nn.Module, seed: int) -> nn.Module:
     """The same architecture with new weights: a deep copy whose every ``reset_parameters`` is
     called under ``seed`` (batch-norm running statistics are reset too)."""

@@ -82,10 +82,16 @@ def audit_model(
         What ``audit.json`` holds.
 
     Raises:
-        ValueError: neither a scan nor an artifact asked for, or a binary classifier is not given.
+        ValueError: neither a scan nor an artifact asked for, a binary classifier is not given, or
+            the displacement bound is negative.
     """
     if not do_scan and artifact is None:
         raise ValueError("nothing to audit: ask for --scan, --artifact SPEC, or both")
+    if displacement_bound is not None and not displacement_bound >= 0:
+        raise ValueError(
+            "the displacement bound (--displacement-bound, bundle audit_displacement_bound) must be a number "
+            f">= 0 (0 turns it off), got {displacement_bound!r}"
+        )
     if model.num_classes != 2:
         raise ValueError(
             f"the audit reads P(class 1) of a binary classifier; this network has {model.num_classes} outputs"

@@ -29,6 +29,7 @@ from pipeline.audit.control import (
     feature_displacement,
     feature_spread,
     finding_separation,
+    per_displacement,
 )
 from pipeline.audit.data import UNLABELLED, AuditImages, subsample
 from pipeline.evaluation.metrics import false_positive_rate, true_positive_rate
@@ -240,12 +241,6 @@ def scan(
             entries[i] = measure(by_name[entries[i]["name"]], everything)
     entries.sort(key=lambda e: (-e["flip_rate"], -abs(e["mean_prob_shift"]), e["name"]))
     return with_region_excess(entries), without
-
-
-def per_displacement(excess: float, displacement: float) -> float:
-    """``excess`` per unit of feature ``displacement`` (the displacement floored at 1e-12: a
-    candidate that leaves the features where they were and still moves the model has an unbounded ratio)."""
-    return excess / max(displacement, 1e-12)
 
 
 def with_region_excess(entries: Sequence[Mapping]) -> list[dict]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audit.control import feature_displacement, feature_spread, train_control
+from pipeline.audit.control import feature_displacement, feature_spread, per_displacement, train_control
 from pipeline.audit.data import AuditImages
 from pipeline.audit.model import AuditModel
 from pipeline.audit.report import THRESHOLDS, VOLUME_DISPLACEMENT_BOUND, verdict
@@ -32,6 +32,9 @@ def test_spread_and_displacement_are_distances_in_units_of_the_clean_features_sp
     assert feature_displacement(clean, half, 1.0) == pytest.approx(2.0)
     assert feature_displacement(clean, clean, 0.0) == 0.0
     assert feature_displacement(clean[:1], moved[:1], 0.0) == float("inf")
+    assert per_displacement(1.4, 2.0) == pytest.approx(0.7)
+    # features left in place while the model still moves: the ratio is unbounded, not a division error
+    assert per_displacement(1.0, 0.0) == pytest.approx(1e12)
 
 
 def _entry(name, excess, per_displacement=None):
@@ -134,8 +137,16 @@ def test_a_volume_audit_measures_each_candidates_displacement_and_applies_the_bo
     text = (tmp_path / "default" / "audit.md").read_text()
     assert "**In volumes** a candidate is flagged only when" in text and "per unit of head-feature displacement" in text
     assert "| head-feature displacement | beyond the control per displacement |" in text
+    assert "spared 8 of 9 bias-free models, not all" in text  # the report says how far the bound goes
     # 0 turns the bound off: the threshold alone flags
     off = _audit(volume_model, tmp_path / "off", displacement_bound=0)
     assert off["verdict"]["displacement_bound"] is None and off["settings"]["displacement_bound"] is None
     assert set(off["verdict"]["flagged"]) == {e["name"] for e in off["candidates"] if e["excess_shift"] > 1.0}
     assert "**In volumes**" not in (tmp_path / "off" / "audit.md").read_text()
+
+
+@pytest.mark.parametrize("bound", [-0.5, float("nan")])
+def test_a_negative_or_missing_bound_is_refused_with_the_options_name(volume_model, tmp_path, bound):
+    with pytest.raises(ValueError, match=r"--displacement-bound, bundle audit_displacement_bound\) must be a number >= 0"):
+        _audit(volume_model, tmp_path / "bad", displacement_bound=bound)
+    assert not (tmp_path / "bad" / "audit.json").exists()
